@@ -1,0 +1,12 @@
+"""The `python -m spacy_bioselecttune` command line: one module per command."""
+from __future__ import annotations
+
+import typer
+
+Arg = typer.Argument
+Opt = typer.Option
+
+app = typer.Typer(name="bioselecttune", no_args_is_help=True, add_completion=False, help=__doc__)
+
+# Each command module registers itself on `app` when imported.
+from . import fetch_model  # noqa: E402,F401
