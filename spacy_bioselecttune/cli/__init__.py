@@ -10,3 +10,10 @@ app = typer.Typer(name="bioselecttune", no_args_is_help=True, add_completion=Fal
 
 # Each command module registers itself on `app` when imported.
 from . import fetch_model  # noqa: E402,F401
+from . import score  # noqa: E402,F401
+from . import curate  # noqa: E402,F401
+from . import convert  # noqa: E402,F401
+from . import train  # noqa: E402,F401
+from . import evaluate  # noqa: E402,F401
+from . import annotate  # noqa: E402,F401
+from . import bench  # noqa: E402,F401

@@ -1,0 +1,284 @@
+"""`bench`: generation speed of a naive reference loop against the optimised `Generator`.
+
+Both runs decode the same prompts greedily. The reference calls Hugging Face `generate` batch
+by batch in input order with the adapter unmerged and no prefix cache; the optimised run sorts
+by length, merges the adapter and reuses the shared prompt prefix's cache.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import typer
+
+from ..engine.align import align_mentions
+from ..engine.answer_format import build_prompt, check_labels
+from ..engine.corpora import read_records
+from ..engine.encoding import encode_prompt
+from ..engine.generate import ArrayCloseTracker, Generator
+from ..engine.loading import DEFAULT_BASE_MODEL, load_model
+from ..engine.metrics import score_records
+from ..engine.parser import parse_answer
+from ..engine.records import Entity, Record
+from ..errors import Errors
+from . import Arg, Opt, app
+
+RESULTS_JSON = "bench.json"
+RESULTS_MARKDOWN = "bench.md"
+
+
+@dataclass
+class BenchRun:
+    """Speed, memory and (with gold entities) accuracy of one generation method."""
+
+    method: str
+    sentences: int
+    seconds: float
+    generated_tokens: int
+    peak_host_mib: float
+    peak_gpu_mib: Optional[float] = None
+    f1: Optional[float] = None
+    outputs: List[str] = field(default_factory=list, repr=False)
+
+    @property
+    def sentences_per_second(self) -> float:
+        return self.sentences / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds else 0.0
+
+
+@app.command("bench")
+def bench_cli(
+    input_path: Path = Arg(
+        ..., help="Sentences: .jsonl ({'text', 'entities'}), .tsv (IOB2) or .txt (one per line)", exists=True, dir_okay=False
+    ),
+    output_dir: Path = Arg(..., help="Directory for bench.json and bench.md"),
+    base_model: str = Opt(DEFAULT_BASE_MODEL, "--base-model", "-m", help="Registered name, checkpoint directory or .gguf file"),
+    adapter: Optional[Path] = Opt(None, "--adapter", "-a", help="LoRA adapter directory"),
+    labels: str = Opt("Disease", "--labels", "-l", help="Comma-separated entity labels"),
+    limit: int = Opt(32, "--limit", "-n", help="Number of sentences"),
+    batch_size: int = Opt(8, "--batch-size", "-b", help="Prompts per batch"),
+    max_new_tokens: int = Opt(64, "--max-new-tokens", help="Most tokens generated per sentence"),
+    device: str = Opt("auto", "--device", "-d", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Compare a naive generation loop with the optimised generator on the same sentences."""
+    runs = bench(
+        input_path,
+        output_dir,
+        base_model=base_model,
+        adapter=str(adapter) if adapter else None,
+        labels=[label.strip() for label in labels.split(",")],
+        limit=limit,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        show_progress=True,
+    )
+    typer.echo(results_markdown(runs))
+    typer.echo(f"Results written to {output_dir}")
+
+
+def bench(
+    input_path: Path,
+    output_dir: Path,
+    base_model: str = DEFAULT_BASE_MODEL,
+    adapter: Optional[str] = None,
+    labels: Sequence[str] = ("Disease",),
+    limit: int = 32,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+    device: str = "auto",
+    show_progress: bool = False,
+) -> List[BenchRun]:
+    """Run the reference loop and the optimised generator; write bench.json and bench.md to `output_dir`."""
+    labels = check_labels(labels)
+    records = read_bench_records(Path(input_path), limit)
+    prompts = [build_prompt(record.text, labels) for record in records]
+    has_gold = any(record.entities for record in records)
+    runs = []
+    with _PeakMemory() as memory:
+        outputs, tokens, seconds = reference_generate(base_model, adapter, prompts, batch_size, max_new_tokens, device)
+    runs.append(BenchRun("reference", len(prompts), seconds, tokens, *memory.peaks(), outputs=outputs))
+    with _PeakMemory() as memory:
+        generator = Generator(base_model, adapter, device, batch_size, max_new_tokens, show_progress=show_progress)
+        started = time.perf_counter()
+        token_ids = generator.generate_token_ids(prompts)
+        seconds = time.perf_counter() - started
+        outputs = [generator.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+    tokens = sum(map(len, token_ids))
+    runs.append(BenchRun("optimised", len(prompts), seconds, tokens, *memory.peaks(), outputs=outputs))
+    if has_gold:
+        for run in runs:
+            run.f1 = _f1(records, run.outputs, labels)
+    _write_results(runs, Path(output_dir), dict(input=str(input_path), base_model=base_model, adapter=adapter,
+                   labels=labels, batch_size=batch_size, max_new_tokens=max_new_tokens, device=device))
+    return runs
+
+
+def read_bench_records(path: Path, limit: int) -> List[Record]:
+    """Sentences with any gold entities: IOB2 .tsv, .jsonl with `text` (and `entities`), or plain lines."""
+    if path.suffix == ".tsv":
+        records = []
+        for record in read_records("iob", path):
+            records.append(record)
+            if len(records) >= limit:
+                break
+        return records
+    records = []
+    with path.open(encoding="utf8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if len(records) >= limit:
+                break
+            if not line.strip():
+                continue
+            if path.suffix != ".jsonl":
+                records.append(Record(f"line{number}", line.rstrip("\r\n"), ()))
+                continue
+            try:
+                item = json.loads(line)
+                entities = tuple(sorted(_entity(value) for value in item.get("entities", [])))
+                records.append(Record(str(item.get("id", f"line{number}")), item["text"], entities))
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                problem = f"expected an object with 'text' and optional 'entities': {error}"
+                raise ValueError(Errors.E007.format(path=path, line=number, problem=problem)) from error
+    return records
+
+
+def _entity(value) -> Entity:
+    """An entity from `[start, end, label]` or `{"start", "end", "label"}`."""
+    if isinstance(value, dict):
+        return Entity(int(value["start"]), int(value["end"]), str(value["label"]))
+    start, end, label = value
+    return Entity(int(start), int(end), str(label))
+
+
+def reference_generate(
+    base_model: str, adapter: Optional[str], prompts: Sequence[str], batch_size: int, max_new_tokens: int, device: str
+) -> Tuple[List[str], int, float]:
+    """The naive loop: Hugging Face `generate` per batch in input order; returns outputs, tokens and seconds."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    model, tokenizer = load_model(base_model, adapter=adapter, device=device, merge_adapter=False)
+    eos_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+
+    class ArrayClosed(StoppingCriteria):
+        def __init__(self, rows: int) -> None:
+            self.trackers = [ArrayCloseTracker() for _ in range(rows)]
+            self.done = torch.zeros(rows, dtype=torch.bool)
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                if not self.done[row] and token not in eos_ids:
+                    self.done[row] = self.trackers[row].feed(tokenizer.decode([token]))
+            return self.done.to(input_ids.device)
+
+    outputs: List[str] = []
+    tokens = 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            batch = [{"input_ids": encode_prompt(tokenizer, prompt)} for prompt in prompts[start : start + batch_size]]
+            inputs = tokenizer.pad(batch, return_tensors="pt").to(model.device)
+            generated = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([ArrayClosed(len(batch))]),
+            )[:, inputs["input_ids"].shape[1] :]
+            for row in generated.tolist():
+                kept = [token for token in row if token not in eos_ids]
+                tokens += len(kept)
+                outputs.append(tokenizer.decode(kept, skip_special_tokens=True))
+    return outputs, tokens, time.perf_counter() - started
+
+
+def _f1(records: Sequence[Record], outputs: Sequence[str], labels: Sequence[str]) -> float:
+    """Strict entity F1 of the parsed and aligned outputs against the gold entities."""
+    predicted = []
+    for record, output in zip(records, outputs):
+        entities = align_mentions(record.text, parse_answer(output, labels).mentions).entities
+        predicted.append(Record(record.id, record.text, tuple(entities)))
+    return score_records(records, predicted).overall.f1
+
+
+class _PeakMemory:
+    """Peak resident host memory (and peak CUDA memory) over a block of code."""
+
+    def __enter__(self) -> "_PeakMemory":
+        import torch
+
+        self.host_mib: Optional[float] = None
+        self.gpu_mib: Optional[float] = None
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self.resettable = _reset_host_peak()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import torch
+
+        peak_kib = _host_peak_kib() if self.resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.host_mib = peak_kib / 1024
+        if self.cuda:
+            self.gpu_mib = torch.cuda.max_memory_allocated() / 2**20
+
+    def peaks(self) -> Tuple[float, Optional[float]]:
+        return round(self.host_mib, 1), None if self.gpu_mib is None else round(self.gpu_mib, 1)
+
+
+def _reset_host_peak() -> bool:
+    """Reset the kernel's peak-RSS counter for this process; False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _host_peak_kib() is not None
+
+
+def _host_peak_kib() -> Optional[int]:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
+
+
+def agreement(reference: BenchRun, run: BenchRun) -> float:
+    """The share of sentences whose raw output is exactly the reference's."""
+    same = sum(a == b for a, b in zip(reference.outputs, run.outputs))
+    return same / max(len(reference.outputs), 1)
+
+
+def results_markdown(runs: Sequence[BenchRun]) -> str:
+    """A Markdown table of the runs; agreement is with the first run's outputs."""
+    header = "| method | sentences/s | generated tokens/s | peak host MiB | peak GPU MiB | agreement | F1 |"
+    lines = [header, "|" + "---|" * 7]
+    for run in runs:
+        gpu = "-" if run.peak_gpu_mib is None else f"{run.peak_gpu_mib:.0f}"
+        f1 = "-" if run.f1 is None else f"{run.f1:.3f}"
+        lines.append(
+            f"| {run.method} | {run.sentences_per_second:.2f} | {run.tokens_per_second:.1f} | "
+            f"{run.peak_host_mib:.0f} | {gpu} | {agreement(runs[0], run):.1%} | {f1} |"
+        )
+    return "\n".join(lines)
+
+
+def _write_results(runs: Sequence[BenchRun], output_dir: Path, settings: Dict[str, object]) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = [
+        dict(asdict(run), sentences_per_second=run.sentences_per_second, tokens_per_second=run.tokens_per_second,
+             agreement=agreement(runs[0], run))
+        for run in runs
+    ]
+    data = {"settings": settings, "runs": rows}
+    (output_dir / RESULTS_JSON).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    (output_dir / RESULTS_MARKDOWN).write_text(results_markdown(runs) + "\n", encoding="utf8")

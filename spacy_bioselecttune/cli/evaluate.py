@@ -1,0 +1,167 @@
+"""`evaluate`: strict entity P/R/F1 of a pipeline on a gold DocBin, with failure counts and speed."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+import typer
+
+from ..engine.plots import plot_per_label_f1
+from ..errors import Errors
+from . import Arg, Opt, app
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+
+COMPONENT_FACTORIES = ("bioselecttune_ner", "llm")
+COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size")
+
+
+@dataclass
+class EvaluationRun:
+    """What `evaluate` measured and where it wrote it."""
+
+    metrics: Dict[str, Any]
+    metrics_json: Path
+    metrics_md: Path
+    plot: Path
+
+
+def split_labels(labels: Optional[str]) -> Optional[List[str]]:
+    """`"Chemical,Disease"` -> `["Chemical", "Disease"]`; None stays None."""
+    return None if labels is None else [label.strip() for label in labels.split(",") if label.strip()]
+
+
+def _config_overrides(config, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """Dotted config overrides that apply `settings` to every bioselecttune component in `config`."""
+    overrides: Dict[str, Any] = {}
+    for name, block in config["components"].items():
+        if block.get("factory") == "bioselecttune_ner":
+            overrides.update({f"components.{name}.{key}": value for key, value in settings.items()})
+        elif block.get("factory") == "llm" and str(block.get("task", {}).get("@llm_tasks", "")).startswith("bioselecttune."):
+            for key, value in settings.items():
+                section = "task" if key == "labels" else "model"
+                overrides[f"components.{name}.{section}.{key}"] = value
+    return overrides
+
+
+def load_pipeline(
+    model: Optional[Path] = None,
+    adapter: Optional[str] = None,
+    base_model: Optional[str] = None,
+    labels: Optional[List[str]] = None,
+    device: Optional[str] = None,
+    batch_size: Optional[int] = None,
+) -> "Language":
+    """A pipeline from a saved directory, a .cfg file, an adapter directory, or (model None) the options alone.
+
+    Options that are None keep the pipeline's or the component's defaults. A saved pipeline
+    keeps its own labels, base model and adapter; only `device` and `batch_size` apply to it.
+    """
+    import spacy
+    from spacy.util import load_config, load_model_from_config
+
+    settings = {key: value for key, value in zip(COMPONENT_OPTIONS, (labels, base_model, adapter, device, batch_size)) if value is not None}
+    if model is not None and (model / "config.cfg").is_file():
+        fixed = sorted(set(settings) & {"labels", "base_model", "adapter"})
+        if fixed:
+            raise ValueError(Errors.E010.format(name=fixed[0], value=settings[fixed[0]], reason=f"the saved pipeline {model} keeps its own; build from a .cfg file or an adapter directory instead"))
+        return spacy.load(model, config=_config_overrides(load_config(model / "config.cfg"), settings))
+    if model is not None and model.is_file() and model.suffix == ".cfg":
+        config = load_config(model)
+        return load_model_from_config(load_config(model, overrides=_config_overrides(config, settings)), auto_fill=True)
+    if model is not None and (model / "adapter_config.json").is_file():
+        settings.setdefault("adapter", str(model))
+    elif model is not None:
+        raise ValueError(Errors.E303.format(path=model))
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bioselecttune_ner", config=settings)
+    return nlp
+
+
+def metrics_table(metrics: Dict[str, Any]) -> str:
+    """A Markdown table of P/R/F1 per label and overall, followed by the counts."""
+    rows = ["| Label | Precision | Recall | F1 |", "|---|---:|---:|---:|"]
+    for label, prf in sorted((metrics.get("ents_per_type") or {}).items()):
+        rows.append(f"| {label} | {prf['p']:.4f} | {prf['r']:.4f} | {prf['f']:.4f} |")
+    overall = [metrics.get(key) or 0.0 for key in ("ents_p", "ents_r", "ents_f")]
+    rows.append("| **overall** | {:.4f} | {:.4f} | {:.4f} |".format(*overall))
+    counts = [
+        ("Documents", metrics["docs"]),
+        ("Sentences", metrics["sentences"]),
+        ("Unparsable answers", metrics["parse_failures"]),
+        ("Dropped names (not in the text)", metrics["dropped_names"]),
+        ("Spans overlapping other entities", metrics["overlapping_spans"]),
+        ("Spans not mapping to tokens", metrics["unaligned_spans"]),
+        ("Sentences per second", f"{metrics['sentences_per_second']:.2f}"),
+    ]
+    rows += ["", "| Count | Value |", "|---|---:|"] + [f"| {name} | {value} |" for name, value in counts]
+    return "\n".join(rows) + "\n"
+
+
+def evaluate(
+    nlp: "Language",
+    gold_path: Path,
+    output_dir: Path,
+    limit: Optional[int] = None,
+    batch_size: int = 16,
+    show_progress: bool = False,
+) -> EvaluationRun:
+    """Run `nlp` on fresh copies of the gold docs' words and score its entities against the gold.
+
+    Writes `metrics.json`, `metrics.md` and `per_label_f1.png` to `output_dir`.
+    """
+    from spacy.scorer import Scorer
+    from spacy.tokens import Doc, DocBin
+    from spacy.training import Example
+    from tqdm.auto import tqdm
+
+    from ..pipeline.scorer import doc_counts
+
+    if not any(nlp.get_pipe_meta(name).factory in COMPONENT_FACTORIES for name in nlp.pipe_names):
+        raise ValueError(Errors.E304.format(path=gold_path, names=nlp.pipe_names))
+    gold_docs = list(DocBin().from_disk(gold_path).get_docs(nlp.vocab))[:limit]
+    fresh = (Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in gold_docs)
+    start = time.perf_counter()
+    predicted = list(tqdm(nlp.pipe(fresh, batch_size=batch_size), total=len(gold_docs), unit="doc", desc="Evaluating", disable=not show_progress))
+    seconds = time.perf_counter() - start
+    examples = [Example(prediction, gold) for prediction, gold in zip(predicted, gold_docs)]
+    scores = Scorer(nlp).score(examples)
+    metrics: Dict[str, Any] = {key: scores.get(key) for key in ("ents_p", "ents_r", "ents_f", "ents_per_type")}
+    metrics.update(doc_counts(examples))
+    metrics.update(
+        docs=len(gold_docs),
+        gold_entities=sum(len(doc.ents) for doc in gold_docs),
+        predicted_entities=sum(len(doc.ents) for doc in predicted),
+        seconds=seconds,
+        sentences_per_second=metrics["sentences"] / seconds if seconds > 0 else 0.0,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_json = output_dir / "metrics.json"
+    metrics_json.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf8")
+    metrics_md = output_dir / "metrics.md"
+    metrics_md.write_text(f"# Evaluation on {gold_path.name}\n\n" + metrics_table(metrics), encoding="utf8")
+    plot = plot_per_label_f1(metrics, output_dir / "per_label_f1.png")
+    return EvaluationRun(metrics, metrics_json, metrics_md, plot)
+
+
+@app.command("evaluate")
+def evaluate_cli(
+    model: Path = Arg(..., help="Saved pipeline directory, pipeline .cfg file, or LoRA adapter directory", exists=True),
+    gold_path: Path = Arg(..., help="Gold DocBin (.spacy)", exists=True, dir_okay=False),
+    output_dir: Path = Opt(..., "--output", "-o", help="Directory for metrics.json, metrics.md and per_label_f1.png"),
+    adapter: Optional[str] = Opt(None, "--adapter", "-a", help="LoRA adapter directory or shipped adapter name (.cfg or adapter builds only)"),
+    base_model: Optional[str] = Opt(None, "--base-model", "-m", help="Registered base model name, checkpoint directory or .gguf"),
+    labels: Optional[str] = Opt(None, "--labels", "-l", help="Comma-separated entity labels, e.g. Chemical,Disease"),
+    device: Optional[str] = Opt(None, "--device", "-d", help="auto, cpu, cuda or cuda:N"),
+    batch_size: int = Opt(16, "--batch-size", "-b", help="Docs per nlp.pipe batch (all their sentences go to the model together)"),
+    limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs"),
+) -> None:
+    """Strict entity P/R/F1 overall and per label, parse failures, dropped names and sentences/s."""
+    nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device)
+    run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True)
+    typer.echo(run.metrics_md.read_text(encoding="utf8"))
+    typer.echo(f"Wrote {run.metrics_json}, {run.metrics_md} and {run.plot}")

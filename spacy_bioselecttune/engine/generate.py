@@ -1,0 +1,241 @@
+"""Batched greedy decoding of prompts into raw JSON answers.
+
+Prompts are sorted by length and decoded in left-padded batches. The key/value cache of the
+token prefix all prompts share (the instruction) is computed once and reused by every batch,
+each row stops as soon as its JSON array closes or it writes EOS, and finished rows leave the batch.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
+
+from .encoding import encode_prompt
+from .loading import DEFAULT_BASE_MODEL, load_model
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class ArrayCloseTracker:
+    """Follows generated text and reports when its outermost JSON array has closed."""
+
+    depth: int = 0
+    opened: bool = False
+    in_string: bool = False
+    escaped: bool = False
+
+    def feed(self, text: str) -> bool:
+        """Consume more text; return True once the first top-level array is closed."""
+        for char in text:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
+            elif char == '"' and self.opened:
+                self.in_string = True
+            elif char == "[":
+                self.depth += 1
+                self.opened = True
+            elif char == "]" and self.depth > 0:
+                self.depth -= 1
+                if self.depth == 0:
+                    return True
+        return False
+
+
+@dataclass
+class _PrefixCache:
+    """Key/value states of a token prefix shared by a run of prompts (batch size 1)."""
+
+    token_ids: Tuple[int, ...]
+    past_key_values: object = field(repr=False)
+
+
+class Generator:
+    """Greedy JSON-answer generation with a base model and an optional LoRA adapter.
+
+    base_model: registered name, local checkpoint directory, .gguf file or hub id.
+    adapter: LoRA adapter directory, merged into the base weights unless `merge_adapter` is False.
+    device: "auto", "cpu", "cuda" or "cuda:N".
+    use_prefix_cache: reuse the cached states of the prompts' shared prefix across batches.
+    """
+
+    def __init__(
+        self,
+        base_model: str = DEFAULT_BASE_MODEL,
+        adapter: Optional[str] = None,
+        device: str = "auto",
+        batch_size: int = 32,
+        max_new_tokens: int = 256,
+        show_progress: bool = False,
+        merge_adapter: bool = True,
+        use_prefix_cache: bool = True,
+    ) -> None:
+        self.base_model = base_model
+        self.adapter = adapter
+        self.device = device
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.show_progress = show_progress
+        self.merge_adapter = merge_adapter
+        self.use_prefix_cache = use_prefix_cache
+        self._model: Optional["PreTrainedModel"] = None
+        self._tokenizer: Optional["PreTrainedTokenizerBase"] = None
+        self._prefix: Optional[_PrefixCache] = None
+        self._token_texts: Dict[int, str] = {}
+
+    @property
+    def model(self) -> "PreTrainedModel":
+        """The model, loaded on first access."""
+        self._load()
+        return self._model
+
+    @property
+    def tokenizer(self) -> "PreTrainedTokenizerBase":
+        """The tokenizer, loaded with the model on first access."""
+        self._load()
+        return self._tokenizer
+
+    def _load(self) -> None:
+        if self._model is None:
+            self._model, self._tokenizer = load_model(
+                self.base_model, adapter=self.adapter, device=self.device, merge_adapter=self.merge_adapter
+            )
+
+    def generate(self, prompts: Sequence[str]) -> List[str]:
+        """Raw completions for `prompts`, in input order, without the EOS token."""
+        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in self.generate_token_ids(prompts)]
+
+    def generate_token_ids(self, prompts: Sequence[str]) -> List[List[int]]:
+        """The generated token ids for each prompt, in input order, without the EOS token."""
+        import torch
+        from tqdm.auto import tqdm
+
+        token_ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
+        order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+        completions: List[List[int]] = [[] for _ in token_ids]
+        with torch.inference_mode(), tqdm(
+            total=len(token_ids), unit="prompt", desc="Generating", disable=not self.show_progress
+        ) as progress:
+            prefix = self._shared_prefix(token_ids)
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                outputs = self._decode_batch([token_ids[i] for i in batch], prefix)
+                for index, generated in zip(batch, outputs):
+                    completions[index] = generated
+                progress.update(len(batch))
+        return completions
+
+    def _shared_prefix(self, token_ids: List[List[int]]) -> Optional[_PrefixCache]:
+        """The cached states of a token prefix all prompts share, each prompt keeping a token after it.
+
+        The cache is kept between calls. When new prompts diverge from it, the part they still
+        share with it (the instruction, typically) is cached instead, so a run of one-prompt calls
+        settles on the common instruction rather than recomputing whole prompts.
+        """
+        if not self.use_prefix_cache or not token_ids:
+            return None
+        common = token_ids[0][: min(len(ids) for ids in token_ids) - 1]
+        for ids in token_ids[1:]:
+            common = common[: _common_length(common, ids)]
+        if self._prefix is not None:
+            shared = self._prefix.token_ids[: _common_length(self._prefix.token_ids, common)]
+            common = list(shared) if shared else common
+        if not common:
+            return None
+        if self._prefix is None or self._prefix.token_ids != tuple(common):
+            import torch
+            from transformers import DynamicCache
+
+            input_ids = torch.tensor([common], device=self.model.device)
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_argument(): cache})
+            self._prefix = _PrefixCache(tuple(common), cache)
+        return self._prefix
+
+    def _decode_batch(self, token_ids: List[List[int]], prefix: Optional[_PrefixCache]) -> List[List[int]]:
+        """Greedy continuations of one batch; the prompts all start with `prefix` when it is given."""
+        import torch
+        from transformers import DynamicCache
+
+        model = self.model
+        device = model.device
+        size = len(token_ids)
+        prefix_length = len(prefix.token_ids) if prefix else 0
+        suffixes = [ids[prefix_length:] for ids in token_ids]
+        width = max(len(ids) for ids in suffixes)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in suffixes], device=device)
+        suffix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in suffixes], device=device)
+        attention_mask = torch.cat([torch.ones((size, prefix_length), dtype=torch.long, device=device), suffix_mask], 1)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_length:]
+        if prefix:
+            cache = copy.deepcopy(prefix.past_key_values)
+            cache.batch_repeat_interleave(size)
+        else:
+            cache = DynamicCache(config=model.config)
+
+        cache_argument = self._cache_argument()
+        eos_ids = self._eos_ids()
+        trackers = [ArrayCloseTracker() for _ in range(size)]
+        generated: List[List[int]] = [[] for _ in range(size)]
+        active = list(range(size))
+        for _ in range(self.max_new_tokens):
+            logits = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{cache_argument: cache},
+            ).logits[:, -1]
+            next_tokens = logits.argmax(dim=-1)
+            keep = []
+            for slot, token in enumerate(next_tokens.tolist()):
+                row = active[slot]
+                if token in eos_ids:
+                    continue
+                generated[row].append(token)
+                if not trackers[row].feed(self._token_text(token)):
+                    keep.append(slot)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                next_tokens, attention_mask, positions = next_tokens[index], attention_mask[index], positions[index]
+                active = [active[slot] for slot in keep]
+            input_ids = next_tokens.unsqueeze(1)
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], 1)
+            positions = positions[:, -1:] + 1
+        return generated
+
+    def _cache_argument(self) -> str:
+        """The forward argument that takes the key/value cache (`cache` in newer transformers)."""
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def _eos_ids(self) -> Set[int]:
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, (list, tuple)) else [configured])
+        ids.add(self.tokenizer.eos_token_id)
+        return {token for token in ids if token is not None}
+
+    def _token_text(self, token: int) -> str:
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = self.tokenizer.decode([token])
+        return text
+
+
+def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
+    """The length of the longest common prefix of two token sequences."""
+    length = min(len(first), len(second))
+    return next((i for i in range(length) if first[i] != second[i]), length)

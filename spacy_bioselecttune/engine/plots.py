@@ -1,0 +1,101 @@
+"""PNG figures for reports: each function takes data and an output path, and returns the path."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+PathLike = Union[str, Path]
+
+
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_ifd_histogram(
+    series: Mapping[str, Sequence[float]],
+    out_path: PathLike,
+    threshold: Optional[float] = 1.0,
+    title: str = "IFD of kept and dropped examples",
+    bins: int = 40,
+) -> Path:
+    """Overlaid histograms of IFD values, one per named series, on shared bins.
+
+    series: name (e.g. "kept positives") -> finite IFD values; empty series are skipped.
+    threshold: mark this value when the data reach it (IFD >= 1 is excluded by the selection).
+    """
+    plt = _pyplot()
+    values = [v for vs in series.values() for v in vs if math.isfinite(v)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if values:
+        low, high = min(values), max(values)
+        if high == low:
+            high = low + 1.0
+        edges = [low + (high - low) * i / bins for i in range(bins + 1)]
+        for name, vs in series.items():
+            finite = [v for v in vs if math.isfinite(v)]
+            if finite:
+                ax.hist(finite, bins=edges, histtype="stepfilled", alpha=0.45, label=f"{name} ({len(finite)})")
+        if threshold is not None and high >= threshold:
+            ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"IFD = {threshold}")
+        ax.legend()
+    ax.set_xlabel("IFD")
+    ax.set_ylabel("examples")
+    ax.set_title(title)
+    fig.tight_layout()
+    out = Path(out_path)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def plot_loss_curve(
+    steps: Sequence[int],
+    losses: Sequence[float],
+    out_path: PathLike,
+    dev_steps: Sequence[int] = (),
+    dev_losses: Sequence[float] = (),
+    title: str = "Training loss (answer tokens)",
+) -> Path:
+    """Training loss per optimizer step, with dev loss points when given."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(list(steps), list(losses), label="train", linewidth=1)
+    if dev_steps:
+        ax.plot(list(dev_steps), list(dev_losses), marker="o", label="dev")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy per answer token")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out_path)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def plot_per_label_f1(metrics: Mapping[str, object], out_path: PathLike, title: str = "Strict F1 per entity type") -> Path:
+    """Horizontal bars of F1 per label plus the overall score, from `ents_f` and `ents_per_type`."""
+    plt = _pyplot()
+    per_type = metrics.get("ents_per_type") or {}
+    labels = sorted(per_type) + ["overall"]
+    scores = [float(per_type[label]["f"]) for label in sorted(per_type)] + [float(metrics.get("ents_f") or 0.0)]
+    fig, ax = plt.subplots(figsize=(6, 1 + 0.5 * len(labels)))
+    bars = ax.barh(labels, scores, color=["tab:blue"] * (len(labels) - 1) + ["tab:gray"])
+    for bar, score in zip(bars, scores):
+        ax.text(min(score + 0.01, 0.9), bar.get_y() + bar.get_height() / 2, f"{score:.3f}", va="center")
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("F1")
+    ax.set_title(title)
+    fig.tight_layout()
+    out = Path(out_path)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out

@@ -1,0 +1,415 @@
+"""Supervised fine-tuning of a LoRA adapter (or, for small models, all weights) on instruction JSONL.
+
+The loss is the cross-entropy of the answer tokens only (arXiv 2512.22738, Sec. 3.3).
+`train_adapter` is the whole loop, read top to bottom; `TrainConfig` holds its settings
+as plain values and is saved beside the adapter in `bioselecttune.json`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ..errors import Errors, Warnings, warn
+from .answer_format import FORMAT_VERSION
+from .encoding import EncodedExample, encode_example
+from .ifd import InstructionExample, plan_batches, read_instruction_jsonl
+from .loading import DEFAULT_BASE_MODEL, load_model
+from .logprobs import answer_token_loss_sums, collate
+
+PathLike = Union[str, Path]
+SETTINGS_FILE = "bioselecttune.json"
+LOG_FILE = "train_log.jsonl"
+LOSS_CURVE_FILE = "loss_curve.png"
+CHECKPOINT_DIR = "checkpoint"
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, as plain values."""
+
+    base_model: str = DEFAULT_BASE_MODEL  # registered name, checkpoint directory or .gguf file
+    full_finetune: bool = False  # train all weights instead of a LoRA adapter (small models only)
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.05
+    target_modules: Union[str, Tuple[str, ...]] = "all-linear"  # module names, or "all-linear"
+    learning_rate: float = 2e-4  # peak learning rate, reached after warmup
+    min_lr_ratio: float = 0.1  # the schedule decays to learning_rate * min_lr_ratio
+    lr_schedule: str = "cosine"  # cosine, linear or constant after warmup
+    warmup_steps: int = 10
+    epochs: int = 3  # passes over the data; ignored when max_steps > 0
+    max_steps: int = 0  # optimizer steps; 0 = as many as `epochs` take
+    batch_size: int = 8  # examples per micro-batch
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    weight_decay: float = 0.0  # AdamW decay on matrices (never on biases or norms)
+    grad_clip: float = 1.0  # clip the gradient norm to this; 0 = no clipping
+    max_seq_len: int = 512  # longer examples are skipped and counted
+    seed: int = 0
+    log_every: int = 10  # optimizer steps per log line
+    checkpoint_every: int = 50  # optimizer steps between resumable checkpoints; 0 = none
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, list):
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(Errors.E404.format(name="lr_schedule", value=self.lr_schedule, allowed=list(SCHEDULES)))
+        for name in ("lora_r", "batch_size", "grad_accum_steps", "max_seq_len", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(Errors.E405.format(name=name, value=getattr(self, name), allowed="an integer >= 1"))
+        if self.epochs < 1 and self.max_steps < 1:
+            raise ValueError(Errors.E405.format(name="epochs or max_steps", value=0, allowed="at least 1"))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object], source: str = "settings") -> "TrainConfig":
+        """Build from a mapping, rejecting unknown keys."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(Errors.E408.format(keys=unknown, source=source, known=known))
+        return cls(**values)
+
+    def to_dict(self) -> Dict[str, object]:
+        values = asdict(self)
+        if isinstance(self.target_modules, tuple):
+            values["target_modules"] = list(self.target_modules)
+        return values
+
+
+@dataclass
+class TrainSummary:
+    """What a training run did, saved in `bioselecttune.json`."""
+
+    steps: int
+    epochs: float
+    examples: int
+    skipped_too_long: int
+    tokens: int
+    final_loss: float
+    dev_loss: Optional[float]
+    seconds: float
+    tokens_per_second: float
+    resumed_from_step: int
+
+
+def learning_rate_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then a cosine or linear decay to `learning_rate * min_lr_ratio` (or constant)."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    min_lr = cfg.learning_rate * cfg.min_lr_ratio
+    if cfg.lr_schedule == "cosine":
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - min_lr)
+    return cfg.learning_rate - progress * (cfg.learning_rate - min_lr)
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> List[List[int]]:
+    """One epoch's batches: shuffle, sort within chunks of 50 batches by length, then shuffle the batches.
+
+    Batches hold examples of similar length (little padding) yet come in random order; the
+    order depends only on (seed, epoch), so a resumed run sees the same batches.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches: List[List[int]] = []
+    for start in range(0, len(order), chunk):
+        grouped = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [grouped[i : i + batch_size] for i in range(0, len(grouped), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def encode_for_training(
+    tokenizer, examples: Sequence[InstructionExample], max_seq_len: int, path: PathLike
+) -> List[EncodedExample]:
+    """Encode prompt + answer + EOS; skip (and warn about) examples longer than `max_seq_len`."""
+    encoded, too_long = [], []
+    for example in examples:
+        item = encode_example(tokenizer, example.prompt, example.answer)
+        if len(item.input_ids) > max_seq_len:
+            too_long.append(example.id)
+        else:
+            encoded.append(item)
+    if too_long:
+        warn(Warnings.W401.format(count=len(too_long), path=path, max_len=max_seq_len, example=too_long[0]))
+    if not encoded:
+        raise ValueError(Errors.E406.format(path=path, max_len=max_seq_len, count=len(examples)))
+    return encoded
+
+
+def trained_labels(examples: Sequence[InstructionExample]) -> List[str]:
+    """The union of the examples' labels, in order of first appearance."""
+    return list(dict.fromkeys(label for example in examples for label in example.labels))
+
+
+def dev_loss(model, examples: Sequence[EncodedExample], pad_id: int, batch_size: int, autocast) -> float:
+    """Mean cross-entropy per answer token over `examples`, without dropout or gradients."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), autocast():
+        for batch in plan_batches([len(e.input_ids) for e in examples], batch_size):
+            sums = answer_token_loss_sums(model, collate([examples[i] for i in batch], pad_id))
+            total += sums.sums.sum().item()
+            count += int(sums.counts.sum().item())
+    model.train()
+    return total / max(1, count)
+
+
+def train_adapter(
+    cfg: TrainConfig,
+    train_path: PathLike,
+    output_dir: PathLike,
+    dev_path: Optional[PathLike] = None,
+    device: str = "auto",
+    show_progress: bool = False,
+    on_step: Optional[Callable[[int, float], None]] = None,
+) -> TrainSummary:
+    """Fine-tune on `train_path` and save the adapter, `bioselecttune.json`, the log and a loss curve.
+
+    A checkpoint in `output_dir/checkpoint` (written every `cfg.checkpoint_every` steps) is
+    resumed exactly: weights, optimizer, RNG states and data position. It is removed once
+    the adapter is saved.
+    on_step: called as `on_step(step, loss)` after each optimizer step (and its checkpoint).
+    """
+    import torch
+    from tqdm import tqdm
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
+
+    # data
+    examples = read_instruction_jsonl(train_path)
+    dev_examples = read_instruction_jsonl(dev_path) if dev_path is not None else []
+
+    # model: the base, then LoRA layers on it (their initial weights come from the seed)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_model(cfg.base_model, device=device, trainable=True)
+    if cfg.full_finetune:
+        model.float()
+    else:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        target = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+        lora = LoraConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=target,
+        )
+        model = get_peft_model(model, lora)
+    model.train()
+    model_device = next(model.parameters()).device
+    autocast = (
+        (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
+        if model_device.type == "cuda"
+        else contextlib.nullcontext
+    )
+    pad_id = tokenizer.pad_token_id
+    train_set = encode_for_training(tokenizer, examples, cfg.max_seq_len, train_path)
+    dev_set = encode_for_training(tokenizer, dev_examples, cfg.max_seq_len, dev_path) if dev_examples else []
+    lengths = [len(e.input_ids) for e in train_set]
+    batches_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum_steps)
+
+    # optimizer: AdamW, weight decay on matrices only
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    groups = [
+        {"params": [p for p in trainable.values() if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in trainable.values() if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95))
+
+    # resume: weights, optimizer, RNG states and the position in the data stream
+    step, micro_batch, tokens_seen = 0, 0, 0
+    if (checkpoint_dir / "state.pt").is_file():
+        state = torch.load(checkpoint_dir / "state.pt", map_location="cpu", weights_only=True)
+        changed = sorted(k for k, v in cfg.to_dict().items() if state["config"].get(k) != v)
+        if changed:
+            raise ValueError(Errors.E407.format(path=checkpoint_dir, changed=changed))
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                trainable[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        step, micro_batch, tokens_seen = state["step"], state["micro_batch"], state["tokens_seen"]
+        random.setstate(state["python_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    resumed_from = step
+    log_rows = _read_log(output_dir / LOG_FILE, up_to_step=step)
+    _write_log(output_dir / LOG_FILE, log_rows)
+
+    # the loop: one optimizer step per iteration
+    order_epoch, order = -1, []
+    interval_losses: List[float] = []
+    interval_tokens, interval_start = 0, time.perf_counter()
+    run_tokens, run_start = 0, time.perf_counter()
+    last_dev: Optional[float] = None
+    progress = tqdm(total=total_steps, initial=step, unit="step", desc="Training", disable=not show_progress)
+    with open(output_dir / LOG_FILE, "a", encoding="utf8") as log:
+        while step < total_steps:
+            lr = learning_rate_at(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # this step's micro-batches, taken from the seeded per-epoch order
+            micro = []
+            for m in range(micro_batch, micro_batch + cfg.grad_accum_steps):
+                epoch = m // batches_per_epoch
+                if epoch != order_epoch:
+                    order_epoch, order = epoch, length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch)
+                micro.append([train_set[i] for i in order[m % batches_per_epoch]])
+            answer_tokens = sum(e.answer_length for batch in micro for e in batch)
+
+            # forward and backward; the loss is summed over answer tokens / their count
+            step_loss = 0.0
+            for batch in micro:
+                with autocast():
+                    sums = answer_token_loss_sums(model, collate(batch, pad_id))
+                    loss = sums.sums.sum() / answer_tokens
+                loss.backward()
+                step_loss += loss.item()
+                interval_tokens += sum(len(e.input_ids) for e in batch)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable.values(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            micro_batch += cfg.grad_accum_steps
+            interval_losses.append(step_loss)
+
+            # dev loss at the end of each epoch and of training
+            epoch_done = micro_batch // batches_per_epoch > (micro_batch - cfg.grad_accum_steps) // batches_per_epoch
+            dev_now = None
+            if dev_set and (epoch_done or step == total_steps):
+                dev_now = last_dev = dev_loss(model, dev_set, pad_id, cfg.batch_size, autocast)
+
+            # log
+            progress.update(1)
+            if step % cfg.log_every == 0 or step == total_steps or dev_now is not None:
+                seconds = time.perf_counter() - interval_start
+                row = {
+                    "step": step,
+                    "epoch": round(micro_batch / batches_per_epoch, 4),
+                    "loss": sum(interval_losses) / len(interval_losses),
+                    "lr": lr,
+                    "tokens_per_second": interval_tokens / seconds if seconds > 0 else 0.0,
+                }
+                if dev_now is not None:
+                    row["dev_loss"] = dev_now
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                log_rows.append(row)
+                progress.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_second']:.0f}")
+                tokens_seen += interval_tokens
+                run_tokens += interval_tokens
+                interval_losses, interval_tokens, interval_start = [], 0, time.perf_counter()
+
+            # checkpoint
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+                _save_checkpoint(checkpoint_dir, cfg, trainable, optimizer, step, micro_batch, tokens_seen + interval_tokens)
+            if on_step is not None:
+                on_step(step, step_loss)
+    progress.close()
+
+    # save: adapter (or full weights), settings and summary, loss curve; drop the checkpoint
+    seconds = time.perf_counter() - run_start
+    if cfg.full_finetune:
+        tokenizer.save_pretrained(output_dir)
+    else:
+        model.peft_config["default"].base_model_name_or_path = cfg.base_model  # the name, not the cache path
+    model.save_pretrained(output_dir)
+    summary = TrainSummary(
+        steps=step,
+        epochs=round(micro_batch / batches_per_epoch, 4),
+        examples=len(train_set),
+        skipped_too_long=len(examples) - len(train_set),
+        tokens=tokens_seen,
+        final_loss=log_rows[-1]["loss"] if log_rows else math.nan,
+        dev_loss=last_dev,
+        seconds=round(seconds, 2),
+        tokens_per_second=run_tokens / seconds if seconds > 0 else 0.0,
+        resumed_from_step=resumed_from,
+    )
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "labels": trained_labels(examples),
+        "base_model": cfg.base_model,
+        "full_finetune": cfg.full_finetune,
+        "train_config": cfg.to_dict(),
+        "summary": asdict(summary),
+    }
+    (output_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf8")
+    _plot_log(log_rows, output_dir / LOSS_CURVE_FILE)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return summary
+
+
+def _save_checkpoint(directory: Path, cfg: TrainConfig, trainable, optimizer, step: int, micro_batch: int, tokens: int) -> None:
+    """Write everything an exact resume needs, replacing the previous checkpoint in one rename."""
+    import torch
+
+    state = {
+        "config": cfg.to_dict(),
+        "weights": {name: p.detach().cpu().clone() for name, p in trainable.items()},
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "micro_batch": micro_batch,
+        "tokens_seen": tokens,
+        "python_rng": random.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / "state.pt.partial"
+    torch.save(state, partial)
+    partial.replace(directory / "state.pt")
+
+
+def _read_log(path: Path, up_to_step: int) -> List[Dict[str, object]]:
+    """Log rows up to and including `up_to_step` (a resumed run rewrites the rest)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if row["step"] > up_to_step:
+            break
+        rows.append(row)
+    return rows
+
+
+def _write_log(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf8")
+
+
+def _plot_log(rows: Sequence[Mapping[str, object]], out_path: Path) -> Path:
+    from .plots import plot_loss_curve
+
+    dev = [row for row in rows if "dev_loss" in row]
+    return plot_loss_curve(
+        [row["step"] for row in rows],
+        [row["loss"] for row in rows],
+        out_path,
+        dev_steps=[row["step"] for row in dev],
+        dev_losses=[row["dev_loss"] for row in dev],
+    )

@@ -1,0 +1,372 @@
+"""The `bioselecttune_ner` component: a fine-tuned LLM names entities per sentence, mapped to `Doc.ents`.
+
+Inference side of BioSelectTune (Chen, Su and Sun, arXiv 2512.22738, Sec. 3.1): each sentence
+is sent to the model as an instruction prompt, the JSON answer is parsed, and every named
+entity is placed at its exact character offsets in the unchanged `Doc.text`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import srsly
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc, Span
+from spacy.training import Example
+from spacy.util import minibatch
+
+from ..engine.align import align_mentions
+from ..engine.answer_format import FORMAT_VERSION, build_prompt, check_labels
+from ..engine.loading import DEFAULT_BASE_MODEL
+from ..engine.parser import parse_answer
+from ..engine.sentences import split_long, split_sentences
+from ..errors import Errors, Warnings, warn
+from .scorer import COUNT_KEYS, USER_DATA_KEY
+
+if TYPE_CHECKING:
+    from ..engine.generate import Generator
+
+ALIGNMENT_MODES = ("strict", "contract", "expand")
+ADAPTER_METADATA = "bioselecttune.json"
+PACKAGE_ADAPTERS = Path(__file__).parent.parent / "adapters"
+SETTINGS_FILE = "cfg"
+ADAPTER_DIR = "adapter"
+
+DEFAULT_CONFIG = {
+    "labels": ["Disease", "Chemical", "Gene"],
+    "base_model": DEFAULT_BASE_MODEL,
+    "adapter": None,
+    "device": "auto",
+    "batch_size": 16,
+    "max_new_tokens": 256,
+    "max_sentence_chars": 1000,
+    "alignment_mode": "expand",
+    "scorer": {"@scorers": "bioselecttune.Scorer.v1"},
+}
+
+
+@Language.factory(
+    "bioselecttune_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    default_config=DEFAULT_CONFIG,
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_bioselecttune_ner(
+    nlp: Language,
+    name: str,
+    labels: List[str],
+    base_model: str,
+    adapter: Optional[str],
+    device: str,
+    batch_size: int,
+    max_new_tokens: int,
+    max_sentence_chars: int,
+    alignment_mode: str,
+    scorer: Optional[Callable],
+) -> "BioSelectTuneNER":
+    """Build the component; no weights are loaded until first use, `initialize` or `from_disk`.
+
+    labels: entity types to ask for (a subset of the adapter's training labels).
+    base_model: a registered model name, a checkpoint directory or a .gguf file.
+    adapter: a LoRA adapter directory, a name under the package's `adapters/`, or None.
+    max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
+    alignment_mode: `Doc.char_span` mode for names whose offsets fall inside a token.
+    """
+    return BioSelectTuneNER(
+        nlp.vocab,
+        name,
+        labels=labels,
+        base_model=base_model,
+        adapter=adapter,
+        device=device,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        max_sentence_chars=max_sentence_chars,
+        alignment_mode=alignment_mode,
+        scorer=scorer,
+    )
+
+
+@dataclass(frozen=True)
+class SentenceAnswer:
+    """The model's raw answer for `doc.text[start:end]`."""
+
+    start: int
+    end: int
+    raw: str
+
+
+def resolve_adapter(adapter: Optional[Union[str, Path]]) -> Optional[Path]:
+    """An adapter directory from a path or a name shipped under the package's `adapters/`."""
+    if adapter is None or str(adapter) == "":
+        return None
+    path = Path(adapter)
+    if path.is_dir():
+        return path
+    shipped = PACKAGE_ADAPTERS / str(adapter)
+    if path.name == str(adapter) and shipped.is_dir():
+        return shipped
+    raise FileNotFoundError(Errors.E002.format(path=adapter))
+
+
+def check_adapter_labels(adapter_dir: Path, labels: Sequence[str]) -> None:
+    """Raise if the adapter's `bioselecttune.json` names another format version or lacks a label."""
+    metadata_path = adapter_dir / ADAPTER_METADATA
+    if not metadata_path.exists():
+        return
+    try:
+        metadata = json.loads(metadata_path.read_text(encoding="utf8"))
+    except ValueError as error:
+        raise ValueError(Errors.E008.format(path=metadata_path, problem=f"not valid JSON ({error})")) from error
+    found = metadata.get("format_version")
+    if found != FORMAT_VERSION:
+        raise ValueError(Errors.E004.format(path=adapter_dir, found=found, expected=FORMAT_VERSION))
+    trained = list(metadata.get("labels", []))
+    unknown = [label for label in labels if label not in trained]
+    if unknown:
+        raise ValueError(Errors.E003.format(path=adapter_dir, trained=trained, unknown=unknown))
+
+
+def doc_segments(doc: Doc, max_chars: int) -> List[Tuple[int, int]]:
+    """Character spans to prompt for: the doc's sentences (its own if set), cut to `max_chars`."""
+    if doc.has_annotation("SENT_START"):
+        sentences = [(sent.start_char, sent.end_char) for sent in doc.sents]
+    else:
+        sentences = split_sentences(doc.text)
+    return [piece for start, end in sentences for piece in split_long(doc.text, start, end, max_chars)]
+
+
+def _overlaps(span: Span, taken: Sequence[Span]) -> bool:
+    return any(span.start < other.end and other.start < span.end for other in taken)
+
+
+def annotate_doc(
+    doc: Doc, answers: Sequence[SentenceAnswer], labels: Sequence[str], alignment_mode: str
+) -> Tuple[Counter, Dict[str, str]]:
+    """Add the entities the answers name to `doc.ents`; return counts and an example of each problem.
+
+    Existing entities are kept; a new span overlapping an existing or earlier new span is skipped
+    and counted as `overlapping_spans`, one that `char_span` cannot map as `unaligned_spans`.
+    """
+    counts: Counter = Counter({key: 0 for key in COUNT_KEYS})
+    counts["sentences"] = len(answers)
+    examples: Dict[str, str] = {}
+    existing = list(doc.ents)
+    new_spans: List[Span] = []
+    for answer in answers:
+        text = doc.text[answer.start : answer.end]
+        parsed = parse_answer(answer.raw, labels)
+        if not parsed.ok:
+            counts["parse_failures"] += 1
+            examples.setdefault("parse_failures", answer.raw[:200])
+        alignment = align_mentions(text, parsed.mentions)
+        counts["dropped_names"] += len(alignment.unmatched)
+        if alignment.unmatched:
+            examples.setdefault("dropped_names", alignment.unmatched[0].name)
+        for entity in alignment.entities:
+            start, end = answer.start + entity.start, answer.start + entity.end
+            span = doc.char_span(start, end, label=entity.label, alignment_mode=alignment_mode)
+            if span is None:
+                counts["unaligned_spans"] += 1
+                examples.setdefault("spans", f"{start}-{end} {doc.text[start:end]!r} does not map to tokens")
+            elif _overlaps(span, existing) or _overlaps(span, new_spans):
+                counts["overlapping_spans"] += 1
+                examples.setdefault("spans", f"{span.start_char}-{span.end_char} {span.text!r} overlaps another entity")
+            else:
+                new_spans.append(span)
+    if new_spans:
+        doc.ents = sorted(existing + new_spans, key=lambda span: span.start)
+    stored = doc.user_data.setdefault(USER_DATA_KEY, {})
+    for key, count in counts.items():
+        stored[key] = stored.get(key, 0) + count
+    return counts, examples
+
+
+class BioSelectTuneNER(Pipe):
+    """Biomedical NER by JSON generation with a (LoRA fine-tuned) causal LLM, as in arXiv 2512.22738.
+
+    `predict` returns raw answers per sentence and touches no doc; `set_annotations` writes
+    `doc.ents` and the per-doc counts in `doc.user_data["bioselecttune"]`. `counts` holds totals
+    over every doc this component has processed.
+    """
+
+    def __init__(
+        self,
+        vocab,
+        name: str = "bioselecttune_ner",
+        *,
+        labels: Sequence[str] = tuple(DEFAULT_CONFIG["labels"]),
+        base_model: str = DEFAULT_BASE_MODEL,
+        adapter: Optional[Union[str, Path]] = None,
+        device: str = "auto",
+        batch_size: int = 16,
+        max_new_tokens: int = 256,
+        max_sentence_chars: int = 1000,
+        alignment_mode: str = "expand",
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        if alignment_mode not in ALIGNMENT_MODES:
+            raise ValueError(Errors.E010.format(name="alignment_mode", value=alignment_mode, reason=f"use one of {ALIGNMENT_MODES}"))
+        for option, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("max_sentence_chars", max_sentence_chars)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(Errors.E010.format(name=option, value=value, reason="must be a positive integer"))
+        self.vocab = vocab
+        self.name = name
+        self._labels = tuple(check_labels(labels))
+        self.base_model = base_model
+        self.adapter = None if adapter is None else str(adapter)
+        self.device = device
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.max_sentence_chars = max_sentence_chars
+        self.alignment_mode = alignment_mode
+        self.scorer = scorer
+        self.counts: Counter = Counter()
+        self._generator: Optional["Generator"] = None
+        self._adapter_tempdir: Optional[tempfile.TemporaryDirectory] = None
+        self._warned: set = set()
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return self._labels
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._generator is not None
+
+    @property
+    def generator(self) -> "Generator":
+        """The generator, built on first access after the adapter and labels are checked."""
+        if self._generator is None:
+            from ..engine.generate import Generator
+
+            adapter_dir = resolve_adapter(self.adapter)
+            if adapter_dir is not None:
+                check_adapter_labels(adapter_dir, self._labels)
+            self._generator = Generator(
+                base_model=self.base_model,
+                adapter=None if adapter_dir is None else str(adapter_dir),
+                device=self.device,
+                batch_size=self.batch_size,
+                max_new_tokens=self.max_new_tokens,
+            )
+        return self._generator
+
+    def load(self) -> None:
+        """Load the base model and adapter now rather than on first use."""
+        self.generator.model
+
+    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *, nlp: Optional[Language] = None) -> None:
+        self.load()
+
+    def __call__(self, doc: Doc) -> Doc:
+        self.set_annotations([doc], self.predict([doc]))
+        return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Annotate docs in batches; one generator call covers every sentence of a batch."""
+        error_handler = self.get_error_handler()
+        for docs in minibatch(stream, size=batch_size):
+            try:
+                self.set_annotations(docs, self.predict(docs))
+                yield from docs
+            except Exception as error:
+                error_handler(self.name, self, docs, error)
+
+    def predict(self, docs: Iterable[Doc]) -> List[List[SentenceAnswer]]:
+        """Raw model answers for every sentence of every doc; empty docs cost no model call."""
+        docs = list(docs)
+        segments = [doc_segments(doc, self.max_sentence_chars) for doc in docs]
+        prompts = [build_prompt(doc.text[s:e], self._labels) for doc, spans in zip(docs, segments) for s, e in spans]
+        raws = iter(self.generator.generate(prompts) if prompts else [])
+        return [[SentenceAnswer(s, e, next(raws)) for s, e in spans] for spans in segments]
+
+    def set_annotations(self, docs: Iterable[Doc], answers: List[List[SentenceAnswer]]) -> None:
+        batch_counts: Counter = Counter()
+        problems: Dict[str, str] = {}
+        for doc, doc_answers in zip(docs, answers):
+            counts, examples = annotate_doc(doc, doc_answers, self._labels, self.alignment_mode)
+            batch_counts.update(counts)
+            problems = {**examples, **problems}
+        self.counts.update(batch_counts)
+        self._warn_once(batch_counts, problems)
+
+    def _warn_once(self, counts: Counter, problems: Dict[str, str]) -> None:
+        """Warn about each kind of loss the first time it happens; the counts are always kept."""
+        new = set(problems) - self._warned
+        self._warned |= new
+        if "parse_failures" in new:
+            reason = f"{counts['parse_failures']} of {counts['sentences']} answers in this batch"
+            warn(Warnings.W001.format(reason=reason, raw=problems["parse_failures"]))
+        if "dropped_names" in new:
+            warn(Warnings.W002.format(count=counts["dropped_names"], example=problems["dropped_names"]))
+        if "spans" in new:
+            rejected = counts["overlapping_spans"] + counts["unaligned_spans"]
+            warn(Warnings.W300.format(count=rejected, overlapping=counts["overlapping_spans"], unaligned=counts["unaligned_spans"], example=problems["spans"]))
+
+    def _settings(self, adapter_dir: Optional[Path]) -> Dict:
+        return {
+            "labels": list(self._labels),
+            "base_model": self.base_model,
+            "adapter": None if adapter_dir is None else ADAPTER_DIR,
+            "format_version": FORMAT_VERSION,
+        }
+
+    def _apply_settings(self, settings: Dict, source: Path, adapter_dir: Optional[Path]) -> None:
+        """Take over saved settings, check their format version and load the model."""
+        if settings.get("format_version") != FORMAT_VERSION:
+            raise ValueError(Errors.E004.format(path=source, found=settings.get("format_version"), expected=FORMAT_VERSION))
+        self._labels = tuple(check_labels(settings["labels"]))
+        self.base_model = settings["base_model"]
+        self.adapter = None if adapter_dir is None else str(adapter_dir)
+        self._generator = None
+        self.load()
+
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        """Write the settings (`cfg`) and a copy of the adapter; base weights are referenced, never saved."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        adapter_dir = resolve_adapter(self.adapter)
+        (path / SETTINGS_FILE).write_text(json.dumps(self._settings(adapter_dir), indent=2), encoding="utf8")
+        target = path / ADAPTER_DIR
+        if adapter_dir is not None and adapter_dir.resolve() != target.resolve():
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(adapter_dir, target)
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "BioSelectTuneNER":
+        """Read the settings and adapter written by `to_disk`, then load the model."""
+        path = Path(path)
+        settings_path = path / SETTINGS_FILE
+        if not settings_path.exists():
+            raise FileNotFoundError(Errors.E302.format(path=path, missing=SETTINGS_FILE))
+        settings: Dict = json.loads(settings_path.read_text(encoding="utf8"))
+        self._apply_settings(settings, path, None if settings["adapter"] is None else path / settings["adapter"])
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """The settings and the adapter's files, as msgpack; base weights are referenced, never included."""
+        adapter_dir = resolve_adapter(self.adapter)
+        files = {}
+        if adapter_dir is not None:
+            files = {p.relative_to(adapter_dir).as_posix(): p.read_bytes() for p in sorted(adapter_dir.rglob("*")) if p.is_file()}
+        return srsly.msgpack_dumps({SETTINGS_FILE: self._settings(adapter_dir), ADAPTER_DIR: files})
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "BioSelectTuneNER":
+        """Restore from `to_bytes`; the adapter files go to a temporary directory this component owns."""
+        data = srsly.msgpack_loads(bytes_data)
+        adapter_dir = None
+        if data[SETTINGS_FILE]["adapter"] is not None:
+            self._adapter_tempdir = tempfile.TemporaryDirectory(prefix="bioselecttune-adapter-")
+            adapter_dir = Path(self._adapter_tempdir.name)
+            for name, content in data[ADAPTER_DIR].items():
+                (adapter_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                (adapter_dir / name).write_bytes(content)
+        self._apply_settings(data[SETTINGS_FILE], Path(f"<bytes of {self.name}>"), adapter_dir)
+        return self

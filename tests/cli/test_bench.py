@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from spacy_bioselecttune.cli import app
+from spacy_bioselecttune.cli.bench import RESULTS_JSON, RESULTS_MARKDOWN, read_bench_records
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy machine extra threads only wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def sentences_jsonl(tmp_path, fixture_records):
+    path = tmp_path / "sentences.jsonl"
+    lines = [
+        json.dumps({"id": r.id, "text": r.text, "entities": [[e.start, e.end, e.label] for e in r.entities]})
+        for r in fixture_records
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf8")
+    return path
+
+
+def test_read_bench_records_formats(tmp_path, sentences_jsonl, fixture_records):
+    assert read_bench_records(sentences_jsonl, limit=10) == list(fixture_records)
+    assert len(read_bench_records(sentences_jsonl, limit=2)) == 2
+    plain = tmp_path / "plain.txt"
+    plain.write_text("First sentence.\n\nSecond one.\n", encoding="utf8")
+    assert [r.text for r in read_bench_records(plain, limit=10)] == ["First sentence.", "Second one."]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "ok"}\n{"entities": []}\n', encoding="utf8")
+    with pytest.raises(ValueError, match=r"\[E007\].*broken\.jsonl line 2"):
+        read_bench_records(broken, limit=10)
+
+
+def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", str(sentences_jsonl), str(out), "-m", str(tiny_model_dir), "-l", "Disease,Chemical",
+            "-b", "2", "--max-new-tokens", "8", "-d", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / RESULTS_JSON).read_text())
+    reference, optimised = data["runs"]
+    assert (reference["method"], optimised["method"]) == ("reference", "optimised")
+    assert reference["sentences"] == optimised["sentences"] == 4
+    assert optimised["outputs"] == reference["outputs"]
+    assert optimised["agreement"] == 1.0
+    assert optimised["generated_tokens"] == reference["generated_tokens"] > 0
+    assert reference["f1"] is not None and optimised["peak_host_mib"] > 0
+    assert "| optimised |" in (out / RESULTS_MARKDOWN).read_text()

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Sequence
+
+import pytest
+import spacy
+from spacy.tokens import DocBin
+from typer.testing import CliRunner
+
+from spacy_bioselecttune.cli import app
+from spacy_bioselecttune.cli.annotate import read_texts
+from spacy_bioselecttune.cli.evaluate import evaluate, load_pipeline
+from spacy_bioselecttune.engine import generate as generate_module
+from spacy_bioselecttune.engine.answer_format import ANSWER_CUE, TEXT_CUE, answer_for_record
+from spacy_bioselecttune.engine.metrics import score_records
+from spacy_bioselecttune.engine.records import Entity, Record
+
+CONFIG = Path(__file__).parents[2] / "configs" / "bioselecttune_ner.cfg"
+
+
+class ScriptedGenerator:
+    """Answers each sentence from a fixed table; unknown sentences get an unparsable answer."""
+
+    answers: dict = {}
+
+    def __init__(self, **settings) -> None:
+        pass
+
+    @property
+    def model(self) -> None:
+        return None
+
+    def generate(self, prompts: Sequence[str]) -> List[str]:
+        texts = [prompt.split(TEXT_CUE, 1)[1][: -len(ANSWER_CUE)] for prompt in prompts]
+        return [ScriptedGenerator.answers.get(text, "no idea") for text in texts]
+
+
+@pytest.fixture
+def scripted(monkeypatch, fixture_records):
+    monkeypatch.setattr(generate_module, "Generator", ScriptedGenerator)
+    answers = {r.text: answer_for_record(r) for r in fixture_records}
+    # One wrong prediction: colorectal cancer is missed and a name not in the text is made up.
+    answers[fixture_records[1].text] = '[{"entity": "Chemical", "name": "Aspirin"}, {"entity": "Disease", "name": "gout"}]'
+    ScriptedGenerator.answers = answers
+    return ScriptedGenerator
+
+
+@pytest.fixture
+def gold_path(fixture_records, tmp_path) -> Path:
+    nlp = spacy.blank("en")
+    docs = []
+    for record in fixture_records:
+        doc = nlp(record.text)
+        doc.ents = [doc.char_span(e.start, e.end, e.label) for e in record.entities]
+        docs.append(doc)
+    joined = nlp(" ".join(r.text for r in fixture_records[2:]) + " Unknown text here.")
+    offset = len(fixture_records[2].text) + 1
+    joined.ents = [joined.char_span(e.start + offset, e.end + offset, e.label) for e in fixture_records[3].entities]
+    docs.append(joined)
+    path = tmp_path / "gold.spacy"
+    DocBin(docs=docs).to_disk(path)
+    return path
+
+
+def test_evaluate_scores_like_the_engine_metrics(scripted, gold_path, fixture_records, tmp_path):
+    nlp = load_pipeline(CONFIG, base_model="/not/loaded", labels=["Disease", "Chemical"])
+    run = evaluate(nlp, gold_path, tmp_path / "out")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    predicted = list(fixture_records)
+    predicted[1] = Record(predicted[1].id, predicted[1].text, (Entity(0, 7, "Chemical"),))
+    expected = score_records(fixture_records, predicted).overall
+    # the joined doc adds one more true positive pair (Cisplatin, nephrotoxicity)
+    assert metrics["ents_p"] == pytest.approx((expected.tp + 2) / (expected.tp + expected.fp + 2))
+    assert metrics["ents_r"] == pytest.approx((expected.tp + 2) / (expected.tp + expected.fn + 2))
+    assert metrics["ents_per_type"]["Chemical"]["f"] == pytest.approx(1.0)
+    assert metrics["docs"] == 5 and metrics["sentences"] == 4 + 3
+    assert metrics["dropped_names"] == 1 and metrics["parse_failures"] == 1
+    assert metrics["sentences_per_second"] > 0
+    assert run.metrics == metrics
+    table = (tmp_path / "out" / "metrics.md").read_text()
+    assert "| Disease |" in table and "| Unparsable answers | 1 |" in table
+    assert (tmp_path / "out" / "per_label_f1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bioselecttune_ner", config={"labels": ["Disease", "Chemical"], "base_model": "/not/loaded"})
+    nlp.to_disk(tmp_path / "pipeline")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pipeline"), str(gold_path), "--output", str(tmp_path / "out"), "--limit", "2", "-b", "1"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["docs"] == 2
+    assert metrics["ents_per_type"]["Disease"]["r"] == pytest.approx(0.5)
+
+
+def test_evaluate_load_pipeline_errors(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    spacy.blank("en").to_disk(tmp_path / "pipeline")
+    with pytest.raises(ValueError, match=r"\[E010\].*adapter"):
+        load_pipeline(tmp_path / "pipeline", adapter="x")
+    with pytest.raises(ValueError, match=r"\[E303\]"):
+        load_pipeline(tmp_path)
+    with pytest.raises(ValueError, match=r"\[E304\]"):
+        evaluate(spacy.load(tmp_path / "pipeline"), tmp_path / "gold.spacy", tmp_path / "out")
+
+
+def test_annotate_cli_writes_html_and_jsonl(scripted, fixture_records, tmp_path):
+    source = tmp_path / "texts.jsonl"
+    source.write_text("".join(json.dumps({"text": r.text}) + "\n" for r in fixture_records) + "\n", encoding="utf8")
+    html, jsonl = tmp_path / "out.html", tmp_path / "ents.jsonl"
+    result = CliRunner().invoke(
+        app, ["annotate", str(source), str(html), "--base-model", "/not/loaded", "--labels", "Disease,Chemical", "--jsonl", str(jsonl), "--limit", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Cystic fibrosis" in html.read_text() and "<html" in html.read_text()
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 3
+    assert records[0]["entities"] == [{"start": 0, "end": 15, "label": "Disease", "text": "Cystic fibrosis"}]
+
+
+def test_annotate_read_texts_formats_and_errors(tmp_path):
+    txt = tmp_path / "a.txt"
+    txt.write_text("one\n\ntwo\r\nthree\n", encoding="utf8")
+    assert read_texts(txt) == ["one", "two", "three"]
+    assert read_texts(txt, limit=2) == ["one", "two"]
+    bad = tmp_path / "a.jsonl"
+    bad.write_text('{"text": "ok"}\n{"txt": "no"}\n', encoding="utf8")
+    with pytest.raises(ValueError, match=r"\[E007\].*line 2"):
+        read_texts(bad)
+    with pytest.raises(ValueError, match=r"\[E305\]"):
+        read_texts(tmp_path / "a.csv")
+
+
+def test_evaluate_llm_config_matches_the_component_config(scripted, gold_path, tmp_path):
+    settings = {"base_model": "/not/loaded", "labels": ["Disease", "Chemical"], "device": "cpu"}
+    llm_nlp = load_pipeline(CONFIG.with_name("llm_ner.cfg"), **settings)
+    assert llm_nlp.get_pipe("llm").task.labels == ("Disease", "Chemical")
+    assert llm_nlp.get_pipe("llm")._model.base_model == "/not/loaded"
+    by_llm = evaluate(llm_nlp, gold_path, tmp_path / "llm").metrics
+    by_component = evaluate(load_pipeline(CONFIG, **settings), gold_path, tmp_path / "component").metrics
+    assert {k: v for k, v in by_llm.items() if k != "seconds" and "per_second" not in k} == {
+        k: v for k, v in by_component.items() if k != "seconds" and "per_second" not in k
+    }

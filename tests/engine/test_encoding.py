@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from spacy_bioselecttune.engine.answer_format import answer_for_record, build_prompt
+from spacy_bioselecttune.engine.encoding import encode_example, encode_prompt, leading_special_ids
+
+LABELS = ["Disease", "Chemical"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from spacy_bioselecttune.engine.loading import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
+
+
+def test_encode_example_layout(tokenizer, fixture_records):
+    record = fixture_records[1]
+    prompt, answer = build_prompt(record.text, LABELS), answer_for_record(record)
+    encoded = encode_example(tokenizer, prompt, answer)
+    assert encoded.input_ids[: encoded.answer_start] == encode_prompt(tokenizer, prompt)
+    assert encoded.input_ids[-1] == tokenizer.eos_token_id
+    answer_ids = encoded.input_ids[encoded.answer_start : -1]
+    assert tokenizer.decode(answer_ids) == answer
+    assert encoded.answer_length == len(answer_ids) + 1
+
+
+def test_encode_prompt_has_no_special_tokens_without_bos(tokenizer):
+    assert leading_special_ids(tokenizer) == []
+    ids = encode_prompt(tokenizer, "Aspirin")
+    assert tokenizer.decode(ids) == "Aspirin"
+    assert tokenizer.eos_token_id not in ids
+
+
+def test_encode_example_empty_prompt_starts_answer_at_zero(tokenizer):
+    encoded = encode_example(tokenizer, "", "[]")
+    assert encoded.answer_start == 0
+    assert tokenizer.decode(encoded.input_ids[:-1]) == "[]"
+
+
+def test_encode_prompt_prepends_bos_when_the_tokenizer_adds_it(tiny_model_dir):
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", bos)]
+    )
+    assert leading_special_ids(tokenizer) == [bos]
+    encoded = encode_example(tokenizer, "Text", "[]")
+    assert encoded.input_ids[0] == bos
+    assert encoded.input_ids.count(bos) == 1
+    assert encode_example(tokenizer, "", "[]").answer_start == 1

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spacy_bioselecttune.engine.answer_format import answer_for_record, build_prompt
+from spacy_bioselecttune.engine.generate import ArrayCloseTracker, Generator
+
+LABELS = ["Disease", "Chemical"]
+TRAILER = " and then some more words"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy machine extra threads only wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained_model_dir(tiny_model_dir, fixture_records, tmp_path_factory) -> Path:
+    """The tiny model fitted to answer the fixture prompts, each answer followed by text, not EOS."""
+    import torch
+
+    from spacy_bioselecttune.engine.encoding import encode_example
+    from spacy_bioselecttune.engine.loading import load_model
+    from spacy_bioselecttune.engine.logprobs import answer_token_loss_sums, collate
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu", trainable=True)
+    examples = [
+        encode_example(tokenizer, build_prompt(r.text, LABELS), answer_for_record(r) + TRAILER) for r in fixture_records
+    ]
+    batch = collate(examples, tokenizer.pad_token_id)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        answer_token_loss_sums(model, batch).token_mean().backward()
+        optimizer.step()
+    path = tmp_path_factory.mktemp("tiny-trained")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _prompts(records):
+    return [build_prompt(r.text, LABELS) for r in records] + [build_prompt("Short.", LABELS)]
+
+
+def test_generation_stops_when_the_array_closes(trained_model_dir, fixture_records):
+    generator = Generator(str(trained_model_dir), device="cpu", batch_size=4, max_new_tokens=60)
+    outputs = generator.generate([build_prompt(r.text, LABELS) for r in fixture_records])
+    assert outputs == [answer_for_record(r) for r in fixture_records]
+
+
+def test_outputs_agree_across_batch_sizes_and_keep_input_order(trained_model_dir, fixture_records):
+    prompts = _prompts(fixture_records)
+    single = Generator(str(trained_model_dir), device="cpu", batch_size=1, max_new_tokens=30).generate(prompts)
+    batched = Generator(str(trained_model_dir), device="cpu", batch_size=4, max_new_tokens=30).generate(prompts)
+    reversed_outputs = Generator(str(trained_model_dir), device="cpu", batch_size=4, max_new_tokens=30).generate(
+        prompts[::-1]
+    )
+    assert single == batched
+    assert reversed_outputs == batched[::-1]
+    assert batched[:4] == [answer_for_record(r) for r in fixture_records]
+
+
+def test_prefix_cache_gives_the_same_tokens(trained_model_dir, tiny_model_dir, fixture_records):
+    prompts = _prompts(fixture_records)
+    for model_dir in (trained_model_dir, tiny_model_dir):
+        with_cache = Generator(str(model_dir), device="cpu", batch_size=3, max_new_tokens=25)
+        without_cache = Generator(str(model_dir), device="cpu", batch_size=3, max_new_tokens=25, use_prefix_cache=False)
+        assert with_cache.generate_token_ids(prompts) == without_cache.generate_token_ids(prompts)
+        assert with_cache.generate_token_ids(prompts[:2]) == without_cache.generate_token_ids(prompts[:2])
+        for prompt in prompts:
+            assert with_cache.generate_token_ids([prompt]) == without_cache.generate_token_ids([prompt])
+
+
+def test_max_new_tokens_caps_each_completion(tiny_model_dir, fixture_records):
+    generator = Generator(str(tiny_model_dir), device="cpu", batch_size=2, max_new_tokens=5)
+    outputs = generator.generate_token_ids(_prompts(fixture_records))
+    assert all(len(ids) <= 5 for ids in outputs)
+    assert max(len(ids) for ids in outputs) == 5
+
+
+def test_generator_loads_lazily(tiny_model_dir):
+    generator = Generator(str(tiny_model_dir), device="cpu")
+    assert generator._model is None
+    assert generator.tokenizer.padding_side == "left"
+    assert generator.model is not None
+    assert generator.generate([]) == []
+
+
+@pytest.mark.parametrize(
+    "text,closes_at",
+    [
+        ("[]", 2),
+        ('[{"entity": "Disease", "name": "a]b"}] trailing', 38),
+        ('[{"name": "say \\"]\\" here"}]', 28),
+        ('] ["x", ["y"]]', 14),
+        ("no array here", None),
+        ('"[" [', None),
+    ],
+)
+def test_array_close_tracker(text, closes_at):
+    tracker = ArrayCloseTracker()
+    closed = [i + 1 for i, char in enumerate(text) if tracker.feed(char)]
+    assert (closed[0] if closed else None) == closes_at
+
+
+def test_array_close_tracker_reads_chunks():
+    tracker = ArrayCloseTracker()
+    assert not tracker.feed('[{"entity": "Dis')
+    assert not tracker.feed('ease", "name": "x')
+    assert tracker.feed('"}],')
+
+
+@pytest.mark.slow
+def test_generate_with_the_embedded_model():
+    generator = Generator(device="cpu", batch_size=2, max_new_tokens=24)
+    prompts = [build_prompt(text, ["Disease"]) for text in ("Cystic fibrosis is a genetic disease.", "Nothing here.")]
+    outputs = generator.generate(prompts)
+    assert len(outputs) == 2
+    assert all(isinstance(output, str) and output.strip() for output in outputs)
+    generator.use_prefix_cache = False
+    assert generator.generate(prompts) == outputs

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pytest
+
+from spacy_bioselecttune.engine.answer_format import answer_for_record, build_prompt
+from spacy_bioselecttune.engine.encoding import encode_example
+from spacy_bioselecttune.engine.logprobs import answer_token_loss_sums, answer_token_losses, collate
+
+LABELS = ["Disease", "Chemical"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy machine extra threads only wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model_dir):
+    from spacy_bioselecttune.engine.loading import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+def _examples(tokenizer, records, with_prompt=True):
+    return [
+        encode_example(tokenizer, build_prompt(r.text, LABELS) if with_prompt else "", answer_for_record(r))
+        for r in records
+    ]
+
+
+def _reference_losses(model, examples):
+    """Per-example mean answer-token loss from full logits, one example at a time."""
+    import torch
+
+    losses = []
+    for example in examples:
+        ids = torch.tensor([example.input_ids])
+        logits = model(input_ids=ids).logits[0, :-1]
+        start = max(example.answer_start, 1)
+        targets = ids[0, start:]
+        token_losses = torch.nn.functional.cross_entropy(logits[start - 1 :], targets, reduction="none")
+        losses.append(token_losses.mean())
+    return torch.stack(losses)
+
+
+@pytest.mark.parametrize("with_prompt", [True, False])
+def test_answer_token_losses_match_full_logits(model_and_tokenizer, fixture_records, with_prompt):
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    examples = _examples(tokenizer, fixture_records, with_prompt)
+    with torch.no_grad():
+        losses = answer_token_losses(model, collate(examples, tokenizer.pad_token_id))
+        expected = _reference_losses(model, examples)
+    assert losses.shape == (len(examples),)
+    assert torch.allclose(losses, expected, atol=1e-5)
+
+
+def test_collate_masks(model_and_tokenizer, fixture_records):
+    _, tokenizer = model_and_tokenizer
+    examples = _examples(tokenizer, fixture_records)
+    batch = collate(examples, tokenizer.pad_token_id)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        assert batch["attention_mask"][row].sum().item() == length
+        assert batch["answer_mask"][row].sum().item() == example.answer_length
+        assert batch["answer_mask"][row, example.answer_start].item()
+        assert not batch["answer_mask"][row, example.answer_start - 1].item()
+        assert (batch["input_ids"][row, length:] == tokenizer.pad_token_id).all()
+
+
+def test_loss_sums_and_token_mean(model_and_tokenizer, fixture_records):
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    examples = _examples(tokenizer, fixture_records)
+    with torch.no_grad():
+        result = answer_token_loss_sums(model, collate(examples, tokenizer.pad_token_id))
+    assert result.counts.tolist() == [e.answer_length for e in examples]
+    assert torch.allclose(result.token_mean(), result.sums.sum() / sum(e.answer_length for e in examples))
+
+
+def test_small_logit_chunks_give_the_same_losses(model_and_tokenizer, fixture_records, monkeypatch):
+    import torch
+
+    from spacy_bioselecttune.engine import logprobs
+
+    model, tokenizer = model_and_tokenizer
+    batch = collate(_examples(tokenizer, fixture_records), tokenizer.pad_token_id)
+    with torch.no_grad():
+        whole = answer_token_losses(model, batch)
+        monkeypatch.setattr(logprobs, "LOGIT_BUDGET", 3 * model.config.vocab_size)
+        chunked = answer_token_losses(model, batch)
+    assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+def test_gradients_flow_through_a_peft_model(tiny_model_dir, fixture_records):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from spacy_bioselecttune.engine.loading import load_model
+
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu", trainable=True)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    batch = collate(_examples(tokenizer, fixture_records), tokenizer.pad_token_id)
+    loss = answer_token_loss_sums(peft_model, batch).token_mean()
+    loss.backward()
+    grads = [p.grad for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    with torch.no_grad():
+        expected = _reference_losses(peft_model, _examples(tokenizer, fixture_records))
+        assert torch.allclose(answer_token_losses(peft_model, batch), expected, atol=1e-5)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spacy_bioselecttune.engine.metrics import PRF, score_records
+from spacy_bioselecttune.engine.records import Entity, Record
+
+TEXT = "Aspirin and cisplatin cause renal failure in mice"
+WORDS = TEXT.split(" ")
+WORD_SPANS = []
+_offset = 0
+for _word in WORDS:
+    WORD_SPANS.append((_offset, _offset + len(_word)))
+    _offset += len(_word) + 1
+
+
+def test_score_records_counts_exact_matches_only():
+    gold = [Record("a", TEXT, (Entity(0, 7, "Chemical"), Entity(28, 41, "Disease")))]
+    predicted = [Record("a", TEXT, (Entity(0, 7, "Chemical"), Entity(34, 41, "Disease"), Entity(12, 21, "Chemical")))]
+    scores = score_records(gold, predicted)
+    assert scores.overall == PRF(tp=1, fp=2, fn=1)
+    assert scores.per_label["Chemical"] == PRF(tp=1, fp=1, fn=0)
+    assert scores.per_label["Disease"] == PRF(tp=0, fp=1, fn=1)
+    assert scores.overall.precision == pytest.approx(1 / 3)
+    assert scores.overall.recall == pytest.approx(1 / 2)
+    assert scores.overall.f1 == pytest.approx(0.4)
+
+
+def test_score_records_wrong_label_is_a_miss():
+    gold = [Record("a", TEXT, (Entity(0, 7, "Chemical"),))]
+    predicted = [Record("a", TEXT, (Entity(0, 7, "Disease"),))]
+    scores = score_records(gold, predicted)
+    assert scores.overall == PRF(tp=0, fp=1, fn=1)
+    assert scores.to_dict()["ents_f"] == 0.0
+
+
+def test_score_records_empty_is_zero():
+    scores = score_records([Record("a", TEXT)], [Record("a", TEXT)])
+    assert scores.overall == PRF() and scores.per_label == {}
+    assert scores.overall.f1 == 0.0
+
+
+def test_score_records_rejects_mismatched_inputs():
+    with pytest.raises(ValueError, match=r"\[E300\]"):
+        score_records([Record("a", TEXT)], [])
+    with pytest.raises(ValueError, match=r"\[E301\]"):
+        score_records([Record("a", TEXT)], [Record("b", TEXT)])
+
+
+entity_sets = st.lists(
+    st.tuples(st.integers(0, len(WORDS) - 1), st.integers(1, 3), st.sampled_from(["Disease", "Chemical"])), max_size=4
+)
+
+
+def non_overlapping(choices) -> tuple:
+    taken, result = set(), []
+    for first, length, label in choices:
+        words = set(range(first, min(first + length, len(WORDS))))
+        if words & taken:
+            continue
+        taken |= words
+        result.append(Entity(WORD_SPANS[min(words)][0], WORD_SPANS[max(words)][1], label))
+    return tuple(sorted(result))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(entity_sets, entity_sets), min_size=1, max_size=4))
+def test_score_records_agrees_with_spacy_get_ner_prf(pairs):
+    import spacy
+    from spacy.scorer import get_ner_prf
+    from spacy.training import Example
+
+    nlp = spacy.blank("en")
+    gold, predicted, examples = [], [], []
+    for index, (gold_choice, predicted_choice) in enumerate(pairs):
+        gold.append(Record(str(index), TEXT, non_overlapping(gold_choice)))
+        predicted.append(Record(str(index), TEXT, non_overlapping(predicted_choice)))
+        docs = []
+        for record in (predicted[-1], gold[-1]):
+            doc = nlp.make_doc(TEXT)
+            doc.ents = [doc.char_span(e.start, e.end, e.label) for e in record.entities]
+            docs.append(doc)
+        examples.append(Example(*docs))
+    ours = score_records(gold, predicted).to_dict()
+    theirs = get_ner_prf(examples)
+    if theirs["ents_per_type"] is None:
+        assert ours["ents_per_type"] == {}
+        return
+    assert ours["ents_p"] == pytest.approx(theirs["ents_p"])
+    assert ours["ents_r"] == pytest.approx(theirs["ents_r"])
+    assert ours["ents_f"] == pytest.approx(theirs["ents_f"])
+    assert set(ours["ents_per_type"]) == set(theirs["ents_per_type"])
+    for label, prf in theirs["ents_per_type"].items():
+        assert ours["ents_per_type"][label]["f"] == pytest.approx(prf["f"])

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spacy_bioselecttune.cli.convert import instruction_line
+from spacy_bioselecttune.engine.answer_format import FORMAT_VERSION
+from spacy_bioselecttune.engine.encoding import encode_example
+from spacy_bioselecttune.engine.ifd import read_instruction_jsonl
+from spacy_bioselecttune.engine.records import Record
+from spacy_bioselecttune.engine.train import (
+    TrainConfig,
+    learning_rate_at,
+    length_grouped_batches,
+    train_adapter,
+)
+
+LABEL_SETS = (["Disease", "Chemical"], ["Disease"])
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def train_jsonl(tmp_path, fixture_records) -> Path:
+    """Eight examples: the four fixture records under two label sets."""
+    path = tmp_path / "train.jsonl"
+    with open(path, "w", encoding="utf8") as out:
+        for labels in LABEL_SETS:
+            for record in fixture_records:
+                entities = tuple(e for e in record.entities if e.label in labels)
+                out.write(instruction_line(Record(f"{record.id}-{len(labels)}", record.text, entities), labels) + "\n")
+    return path
+
+
+def tiny_config(model_dir: Path, **changes) -> TrainConfig:
+    settings = dict(base_model=str(model_dir), max_steps=6, batch_size=4, learning_rate=1e-2, warmup_steps=1,
+                    log_every=1, checkpoint_every=0, lora_r=4, lora_alpha=8)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def adapter_weights(directory: Path):
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / "adapter_model.safetensors"))
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(learning_rate=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    rates = [learning_rate_at(step, 20, cfg) for step in range(20)]
+    assert rates[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert rates[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[4:], rates[5:]))
+    assert learning_rate_at(20, 20, cfg) == pytest.approx(0.1)
+    linear = TrainConfig(learning_rate=1.0, warmup_steps=0, min_lr_ratio=0.0, lr_schedule="linear")
+    assert learning_rate_at(5, 10, linear) == pytest.approx(0.5)
+
+
+def test_length_grouped_batches_cover_every_example_once_per_epoch():
+    lengths = [(i * 37) % 101 for i in range(1000)]
+    first = length_grouped_batches(lengths, 8, seed=0, epoch=0)
+    assert sorted(i for batch in first for i in batch) == list(range(1000))
+    assert first == length_grouped_batches(lengths, 8, seed=0, epoch=0)
+    assert first != length_grouped_batches(lengths, 8, seed=0, epoch=1)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
+    assert spread < 10  # neighbours in a batch have similar lengths
+
+
+def test_config_rejects_unknown_settings_and_bad_values():
+    with pytest.raises(ValueError, match="E408"):
+        TrainConfig.from_dict({"lr": 1e-4})
+    with pytest.raises(ValueError, match="E404"):
+        TrainConfig(lr_schedule="step")
+    assert TrainConfig.from_dict({"target_modules": ["q_proj"]}).target_modules == ("q_proj",)
+
+
+def test_loss_falls_and_output_holds_only_the_adapter(tmp_path, train_jsonl, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "adapter"
+    summary = train_adapter(tiny_config(tiny_model_dir), train_jsonl, out, dev_path=train_jsonl, device="cpu")
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3, 4, 5, 6]
+    assert log[-1]["loss"] < log[0]["loss"] - 0.1
+    assert [row["dev_loss"] for row in log if "dev_loss" in row] == sorted(
+        (row["dev_loss"] for row in log if "dev_loss" in row), reverse=True
+    )
+    assert summary.steps == 6 and summary.tokens > 0 and summary.final_loss == log[-1]["loss"]
+
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "bioselecttune.json"} <= names
+    assert names <= {"adapter_model.safetensors", "adapter_config.json", "bioselecttune.json", "README.md",
+                     "train_log.jsonl", "loss_curve.png"}
+    assert all("lora_" in name for name in adapter_weights(out))
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
+    settings = json.loads((out / "bioselecttune.json").read_text())
+    assert settings["labels"] == ["Disease", "Chemical"]
+    assert settings["format_version"] == FORMAT_VERSION
+    assert settings["base_model"] == str(tiny_model_dir)
+    assert settings["train_config"]["lora_r"] == 4
+    assert settings["summary"]["steps"] == 6
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
+    assert model.peft_config["default"].r == 4
+
+
+def test_resumed_training_ends_with_the_same_weights(tmp_path, train_jsonl, tiny_model_dir):
+    import torch
+
+    cfg = tiny_config(tiny_model_dir, batch_size=3, grad_accum_steps=2, checkpoint_every=2, lora_dropout=0.2)
+    whole = tmp_path / "whole"
+    train_adapter(cfg, train_jsonl, whole, device="cpu")
+
+    def stop_at_five(step: int, loss: float) -> None:
+        if step == 5:
+            raise Interrupted
+
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        train_adapter(cfg, train_jsonl, resumed, device="cpu", on_step=stop_at_five)
+    assert (resumed / "checkpoint" / "state.pt").is_file()
+    summary = train_adapter(cfg, train_jsonl, resumed, device="cpu")
+    assert summary.resumed_from_step == 4
+    assert not (resumed / "checkpoint").exists()
+    expected, found = adapter_weights(whole), adapter_weights(resumed)
+    assert expected.keys() == found.keys()
+    assert all(torch.allclose(expected[k], found[k], rtol=0, atol=1e-7) for k in expected)
+    log = lambda d: [json.loads(l) for l in (d / "train_log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert [row["loss"] for row in log(resumed)] == pytest.approx([row["loss"] for row in log(whole)], abs=1e-6)
+
+
+def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path, train_jsonl, tiny_model_dir):
+    cfg = tiny_config(tiny_model_dir, checkpoint_every=1)
+    out = tmp_path / "adapter"
+
+    def stop(step: int, loss: float) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_adapter(cfg, train_jsonl, out, device="cpu", on_step=stop)
+    with pytest.raises(ValueError, match=r"E407.*learning_rate"):
+        train_adapter(tiny_config(tiny_model_dir, checkpoint_every=1, learning_rate=1e-3), train_jsonl, out, device="cpu")
+
+
+def test_too_long_examples_are_skipped_and_counted(tmp_path, train_jsonl, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lengths = sorted(
+        len(encode_example(tokenizer, e.prompt, e.answer).input_ids) for e in read_instruction_jsonl(train_jsonl)
+    )
+    with pytest.warns(UserWarning, match="W401"):
+        summary = train_adapter(tiny_config(tiny_model_dir, max_steps=1, max_seq_len=lengths[4]), train_jsonl,
+                                tmp_path / "a", device="cpu")
+    assert summary.skipped_too_long == sum(1 for length in lengths if length > lengths[4])
+    assert summary.examples + summary.skipped_too_long == 8
+    with pytest.raises(ValueError, match="E406"):
+        train_adapter(tiny_config(tiny_model_dir, max_steps=1, max_seq_len=5), train_jsonl, tmp_path / "b", device="cpu")
+
+
+def test_full_finetune_saves_a_loadable_model(tmp_path, train_jsonl, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "full"
+    train_adapter(tiny_config(tiny_model_dir, full_finetune=True, max_steps=2), train_jsonl, out, device="cpu")
+    assert json.loads((out / "bioselecttune.json").read_text())["full_finetune"] is True
+    assert AutoModelForCausalLM.from_pretrained(out).config.hidden_size == 32
