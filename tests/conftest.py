@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny randomly initialised Llama and its byte-level BPE tokenizer, built here."""
+"""Shared fixtures: a tiny randomly initialised Llama and its byte-level BPE tokenizer, built here,
+and a helper that fine-tunes it until it reproduces given answers."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence, Tuple
 
 import pytest
 
@@ -34,6 +36,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    # Tiny models gain nothing from threads: one keeps runs deterministic and fast on a shared 2-core CPU.
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def build_tiny_model(path: Path, texts: list[str], seed: int = 0) -> Path:
@@ -88,3 +98,30 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def fixture_records() -> list[Record]:
     return list(FIXTURE_RECORDS)
+
+
+def memorize_answers(base_dir: Path, pairs: Sequence[Tuple[str, str]], out_dir: Path, steps: int, lr: float) -> Path:
+    """Fully fine-tune the model in `base_dir` on (prompt, answer) pairs until it reproduces them; save it."""
+    import torch
+
+    from spacy_bioselecttune.engine.encoding import encode_example
+    from spacy_bioselecttune.engine.loading import load_model
+    from spacy_bioselecttune.engine.logprobs import answer_token_loss_sums, collate
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model(str(base_dir), device="cpu", trainable=True)
+    batch = collate([encode_example(tokenizer, prompt, answer) for prompt, answer in pairs], tokenizer.pad_token_id)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        answer_token_loss_sums(model, batch).token_mean().backward()
+        optimizer.step()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def answer_memorizer():
+    """`memorize_answers(base_dir, pairs, out_dir, steps, lr)` for fixtures that need a model fitted to answers."""
+    return memorize_answers

@@ -8,12 +8,13 @@ Opt = typer.Option
 
 app = typer.Typer(name="bioselecttune", no_args_is_help=True, add_completion=False, help=__doc__)
 
-# Each command module registers itself on `app` when imported.
+# Each command module registers itself on `app` when imported, in workflow order.
 from . import fetch_model  # noqa: E402,F401
+from . import convert  # noqa: E402,F401
 from . import score  # noqa: E402,F401
 from . import curate  # noqa: E402,F401
-from . import convert  # noqa: E402,F401
 from . import train  # noqa: E402,F401
 from . import evaluate  # noqa: E402,F401
 from . import annotate  # noqa: E402,F401
+from . import assemble  # noqa: E402,F401
 from . import bench  # noqa: E402,F401

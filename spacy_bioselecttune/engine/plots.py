@@ -18,6 +18,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, out_path: PathLike) -> Path:
+    """Lay out `fig`, write it as a 150 dpi PNG at `out_path`, close it and return the path."""
+    fig.tight_layout()
+    out = Path(out_path)
+    fig.savefig(out, dpi=150)
+    _pyplot().close(fig)
+    return out
+
+
 def plot_ifd_histogram(
     series: Mapping[str, Sequence[float]],
     out_path: PathLike,
@@ -48,11 +57,7 @@ def plot_ifd_histogram(
     ax.set_xlabel("IFD")
     ax.set_ylabel("examples")
     ax.set_title(title)
-    fig.tight_layout()
-    out = Path(out_path)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return _save(fig, out_path)
 
 
 def plot_loss_curve(
@@ -73,11 +78,7 @@ def plot_loss_curve(
     ax.set_ylabel("cross-entropy per answer token")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    out = Path(out_path)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return _save(fig, out_path)
 
 
 def plot_per_label_f1(metrics: Mapping[str, object], out_path: PathLike, title: str = "Strict F1 per entity type") -> Path:
@@ -94,8 +95,4 @@ def plot_per_label_f1(metrics: Mapping[str, object], out_path: PathLike, title: 
     ax.invert_yaxis()
     ax.set_xlabel("F1")
     ax.set_title(title)
-    fig.tight_layout()
-    out = Path(out_path)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return _save(fig, out_path)

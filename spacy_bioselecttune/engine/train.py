@@ -332,9 +332,10 @@ def train_adapter(
     seconds = time.perf_counter() - run_start
     if cfg.full_finetune:
         tokenizer.save_pretrained(output_dir)
+        model.save_pretrained(output_dir)
     else:
         model.peft_config["default"].base_model_name_or_path = cfg.base_model  # the name, not the cache path
-    model.save_pretrained(output_dir)
+        model.save_pretrained(output_dir, save_embedding_layers=False)  # vocabulary unchanged: no hub lookup
     summary = TrainSummary(
         steps=step,
         epochs=round(micro_batch / batches_per_epoch, 4),

@@ -133,6 +133,33 @@ def check_adapter_labels(adapter_dir: Path, labels: Sequence[str]) -> None:
         raise ValueError(Errors.E003.format(path=adapter_dir, trained=trained, unknown=unknown))
 
 
+def build_generator(
+    base_model: str,
+    adapter: Optional[Union[str, Path]],
+    labels: Sequence[str],
+    device: str,
+    batch_size: int,
+    max_new_tokens: int,
+) -> "Generator":
+    """A generator (weights load on first use) for `base_model` plus `adapter`, once the adapter is checked.
+
+    adapter: a directory or a name under the package's `adapters/`; its format version must
+    match and its training labels must include `labels`.
+    """
+    from ..engine.generate import Generator
+
+    adapter_dir = resolve_adapter(adapter)
+    if adapter_dir is not None:
+        check_adapter_labels(adapter_dir, labels)
+    return Generator(
+        base_model=base_model,
+        adapter=None if adapter_dir is None else str(adapter_dir),
+        device=device,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
+
+
 def doc_segments(doc: Doc, max_chars: int) -> List[Tuple[int, int]]:
     """Character spans to prompt for: the doc's sentences (its own if set), cut to `max_chars`."""
     if doc.has_annotation("SENT_START"):
@@ -244,17 +271,8 @@ class BioSelectTuneNER(Pipe):
     def generator(self) -> "Generator":
         """The generator, built on first access after the adapter and labels are checked."""
         if self._generator is None:
-            from ..engine.generate import Generator
-
-            adapter_dir = resolve_adapter(self.adapter)
-            if adapter_dir is not None:
-                check_adapter_labels(adapter_dir, self._labels)
-            self._generator = Generator(
-                base_model=self.base_model,
-                adapter=None if adapter_dir is None else str(adapter_dir),
-                device=self.device,
-                batch_size=self.batch_size,
-                max_new_tokens=self.max_new_tokens,
+            self._generator = build_generator(
+                self.base_model, self.adapter, self._labels, self.device, self.batch_size, self.max_new_tokens
             )
         return self._generator
 

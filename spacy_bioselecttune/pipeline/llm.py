@@ -15,7 +15,7 @@ from spacy_llm.registry import registry
 from ..engine.answer_format import ANSWER_CUE, build_prompt, check_labels, prompt_prefix
 from ..engine.loading import DEFAULT_BASE_MODEL
 from ..errors import Errors
-from .component import ALIGNMENT_MODES, SentenceAnswer, annotate_doc, check_adapter_labels, doc_segments, resolve_adapter
+from .component import ALIGNMENT_MODES, SentenceAnswer, annotate_doc, build_generator, doc_segments
 from .scorer import score_bioselecttune
 
 if TYPE_CHECKING:
@@ -99,17 +99,8 @@ class BioSelectTuneHFModel:
     def generator(self) -> "Generator":
         """The generator, built on first use after the adapter's format version is checked."""
         if self._generator is None:
-            from ..engine.generate import Generator
-
-            adapter_dir = resolve_adapter(self.adapter)
-            if adapter_dir is not None:
-                check_adapter_labels(adapter_dir, [])
-            self._generator = Generator(
-                base_model=self.base_model,
-                adapter=None if adapter_dir is None else str(adapter_dir),
-                device=self.device,
-                batch_size=self.batch_size,
-                max_new_tokens=self.max_new_tokens,
+            self._generator = build_generator(
+                self.base_model, self.adapter, (), self.device, self.batch_size, self.max_new_tokens
             )
         return self._generator
 

@@ -9,17 +9,6 @@ from spacy_bioselecttune.cli import app
 from spacy_bioselecttune.cli.bench import RESULTS_JSON, RESULTS_MARKDOWN, read_bench_records
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra threads only wait."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def sentences_jsonl(tmp_path, fixture_records):
     path = tmp_path / "sentences.jsonl"

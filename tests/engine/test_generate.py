@@ -11,41 +11,11 @@ LABELS = ["Disease", "Chemical"]
 TRAILER = " and then some more words"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra threads only wait."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def trained_model_dir(tiny_model_dir, fixture_records, tmp_path_factory) -> Path:
+def trained_model_dir(tiny_model_dir, fixture_records, answer_memorizer, tmp_path_factory) -> Path:
     """The tiny model fitted to answer the fixture prompts, each answer followed by text, not EOS."""
-    import torch
-
-    from spacy_bioselecttune.engine.encoding import encode_example
-    from spacy_bioselecttune.engine.loading import load_model
-    from spacy_bioselecttune.engine.logprobs import answer_token_loss_sums, collate
-
-    torch.manual_seed(0)
-    model, tokenizer = load_model(str(tiny_model_dir), device="cpu", trainable=True)
-    examples = [
-        encode_example(tokenizer, build_prompt(r.text, LABELS), answer_for_record(r) + TRAILER) for r in fixture_records
-    ]
-    batch = collate(examples, tokenizer.pad_token_id)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        optimizer.zero_grad()
-        answer_token_loss_sums(model, batch).token_mean().backward()
-        optimizer.step()
-    path = tmp_path_factory.mktemp("tiny-trained")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    pairs = [(build_prompt(r.text, LABELS), answer_for_record(r) + TRAILER) for r in fixture_records]
+    return answer_memorizer(tiny_model_dir, pairs, tmp_path_factory.mktemp("tiny-trained"), steps=150, lr=1e-2)
 
 
 def _prompts(records):

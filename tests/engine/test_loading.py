@@ -20,17 +20,6 @@ from spacy_bioselecttune.engine.loading import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra threads only wait."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_registered_models():
     assert DEFAULT_BASE_MODEL in KNOWN_MODELS
     assert set(KNOWN_MODELS) >= {"smollm2-135m", "gemma3-270m"}

@@ -9,17 +9,6 @@ from spacy_bioselecttune.engine.logprobs import answer_token_loss_sums, answer_t
 LABELS = ["Disease", "Chemical"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra threads only wait."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_and_tokenizer(tiny_model_dir):
     from spacy_bioselecttune.engine.loading import load_model

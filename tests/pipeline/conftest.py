@@ -12,46 +12,13 @@ from spacy_bioselecttune.engine.records import Record
 LABELS = ["Disease", "Chemical"]  # the fixture records' labels, in prompt order
 
 
-def memorize(base_dir: Path, records: list[Record], out_dir: Path, steps: int = 300, seed: int = 0) -> Path:
-    """Fully fine-tune the tiny model on the records' (prompt, answer) pairs and save it."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from spacy_bioselecttune.engine.encoding import encode_example
-    from spacy_bioselecttune.engine.logprobs import answer_token_losses, collate
-
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    examples = [encode_example(tokenizer, build_prompt(r.text, LABELS), answer_for_record(r)) for r in records]
-    batch = collate(examples, tokenizer.pad_token_id)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        loss = answer_token_losses(model, batch).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
-@pytest.fixture(scope="session", autouse=True)
-def single_torch_thread():
-    """Tiny models run fastest on one thread, and the tests share the CPU with other work."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
-def memorized_model_dir(tiny_model_dir: Path, fixture_records: list[Record], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def memorized_model_dir(
+    tiny_model_dir: Path, fixture_records: list[Record], answer_memorizer, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A tiny model whose greedy answers to the fixture prompts are the gold answers."""
-    return memorize(tiny_model_dir, fixture_records, tmp_path_factory.mktemp("memorized"))
+    pairs = [(build_prompt(r.text, LABELS), answer_for_record(r)) for r in fixture_records]
+    return answer_memorizer(tiny_model_dir, pairs, tmp_path_factory.mktemp("memorized"), steps=300, lr=3e-3)
 
 
 @pytest.fixture(scope="session")
