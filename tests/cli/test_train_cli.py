@@ -45,6 +45,6 @@ def test_train_cli_writes_an_adapter(tmp_path, train_jsonl, tiny_model_dir):
     assert result.exit_code == 0, result.output + repr(result.exception)
     settings = json.loads((out / "bioselecttune.json").read_text())
     assert settings["base_model"] == str(tiny_model_dir)
-    assert settings["train_config"]["max_steps"] == 2 and settings["train_config"]["lora_r"] == 8
+    assert settings["train_config"]["max_steps"] == 2 and settings["train_config"]["lora_r"] == load_train_config(CONFIGS / "train_quick.cfg").lora_r
     assert settings["summary"]["dev_loss"] is not None
     assert (out / "adapter_model.safetensors").is_file() and (out / "loss_curve.png").is_file()
