@@ -16,7 +16,6 @@ from . import Arg, Opt, app
 if TYPE_CHECKING:
     from spacy.language import Language
 
-COMPONENT_FACTORIES = ("bioselecttune_ner", "llm")
 COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size")
 
 
@@ -96,10 +95,19 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
         ("Dropped names (not in the text)", metrics["dropped_names"]),
         ("Spans overlapping other entities", metrics["overlapping_spans"]),
         ("Spans not mapping to tokens", metrics["unaligned_spans"]),
-        ("Sentences per second", f"{metrics['sentences_per_second']:.2f}"),
+        ("Documents per second", f"{metrics['docs_per_second']:.2f}"),
+        ("Words per second", f"{metrics['words_per_second']:.0f}"),
     ]
+    if metrics["sentences"]:
+        counts.append(("Sentences per second", f"{metrics['sentences_per_second']:.2f}"))
     rows += ["", "| Count | Value |", "|---|---:|"] + [f"| {name} | {value} |" for name, value in counts]
     return "\n".join(rows) + "\n"
+
+
+def _sets_entities(nlp: "Language", name: str) -> bool:
+    """Whether the pipe declares that it assigns `doc.ents` (spacy-llm's `llm` declares nothing)."""
+    meta = nlp.get_pipe_meta(name)
+    return "doc.ents" in meta.assigns or meta.factory == "llm"
 
 
 def evaluate(
@@ -121,8 +129,8 @@ def evaluate(
 
     from ..pipeline.scorer import doc_counts
 
-    if not any(nlp.get_pipe_meta(name).factory in COMPONENT_FACTORIES for name in nlp.pipe_names):
-        raise ValueError(Errors.E304.format(path=gold_path, names=nlp.pipe_names))
+    if not any(_sets_entities(nlp, name) for name in nlp.pipe_names):
+        raise ValueError(Errors.E304.format(names=nlp.pipe_names))
     gold_docs = list(DocBin().from_disk(gold_path).get_docs(nlp.vocab))[:limit]
     fresh = (Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in gold_docs)
     start = time.perf_counter()
@@ -136,9 +144,11 @@ def evaluate(
         docs=len(gold_docs),
         gold_entities=sum(len(doc.ents) for doc in gold_docs),
         predicted_entities=sum(len(doc.ents) for doc in predicted),
+        words=sum(len(doc) for doc in gold_docs),
         seconds=seconds,
-        sentences_per_second=metrics["sentences"] / seconds if seconds > 0 else 0.0,
     )
+    for unit in ("docs", "words", "sentences"):
+        metrics[f"{unit}_per_second"] = metrics[unit] / seconds if seconds > 0 else 0.0
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_json = output_dir / "metrics.json"
     metrics_json.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf8")
@@ -160,7 +170,7 @@ def evaluate_cli(
     batch_size: int = Opt(16, "--batch-size", "-b", help="Docs per nlp.pipe batch (all their sentences go to the model together)"),
     limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs"),
 ) -> None:
-    """Strict entity P/R/F1 overall and per label, parse failures, dropped names and sentences/s."""
+    """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""
     nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device)
     run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True)
     typer.echo(run.metrics_md.read_text(encoding="utf8"))
