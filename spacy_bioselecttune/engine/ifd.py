@@ -31,9 +31,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..errors import Errors, Warnings, warn
 from .answer_format import EMPTY_ANSWER
-from .encoding import EncodedExample, encode_example
+from .encoding import encode_example
 from .loading import load_model
-from .logprobs import answer_token_losses, collate
+from .logprobs import answer_token_losses, collate, prefix_cache, shared_prompt_prefix
 
 PathLike = Union[str, Path]
 METRICS = ("loss_ratio", "ppl_ratio")
@@ -190,15 +190,34 @@ class ScoringRun:
         return self.scored / self.seconds if self.seconds > 0 else 0.0
 
 
-def encode_for_ifd(tokenizer, example: InstructionExample) -> Tuple[EncodedExample, EncodedExample]:
-    """The conditional (prompt + answer) and unconditional (answer alone) encodings."""
-    return encode_example(tokenizer, example.prompt, example.answer), encode_example(tokenizer, "", example.answer)
-
-
 def plan_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
     """Indices grouped into batches of similar length, longest first; ties keep input order."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class AnswerAloneLosses:
+    """L(y) of each distinct answer, computed one planned batch at a time when first asked for.
+
+    Examples with the same answer (every negative's `[]`, for one) share one computation. The
+    batches are planned over all distinct answers, so a resumed run gets the same values.
+    """
+
+    def __init__(self, model, tokenizer, answers: Iterable[str], batch_size: int) -> None:
+        self.model = model
+        self.pad_id = tokenizer.pad_token_id
+        self.encoded = {answer: encode_example(tokenizer, "", answer) for answer in dict.fromkeys(answers)}
+        distinct = list(self.encoded)
+        batches = plan_batches([len(self.encoded[answer].input_ids) for answer in distinct], batch_size)
+        self.batch_of = {distinct[i]: [distinct[j] for j in batch] for batch in batches for i in batch}
+        self.losses: Dict[str, float] = {}
+
+    def __getitem__(self, answer: str) -> float:
+        if answer not in self.losses:
+            batch = self.batch_of[answer]
+            losses = answer_token_losses(self.model, collate([self.encoded[a] for a in batch], self.pad_id))
+            self.losses.update(zip(batch, losses.float().cpu().tolist()))
+        return self.losses[answer]
 
 
 def score_examples(
@@ -213,8 +232,10 @@ def score_examples(
     """Append one JSON line (id, loss_cond, loss_uncond, ifd) per example to `output_path`.
 
     Ids already in the file are skipped, so an interrupted run resumes where it stopped.
-    The batches are planned over all examples, so resumed scores are the same as those
-    of an uninterrupted run. The `ifd` column is the loss ratio.
+    The batches and the shared prompt prefix are planned over all examples, so resumed scores
+    are the same as those of an uninterrupted run. The `ifd` column is the loss ratio.
+    The key/value states of the prompt prefix all examples share (the instruction) are
+    computed once and reused by every conditional batch.
     max_batches: stop after scoring this many batches (None: score everything).
     """
     import torch
@@ -230,27 +251,28 @@ def score_examples(
     model, tokenizer = load_model(base_model, device=device)
     model.eval()
     pad_id = tokenizer.pad_token_id
-    encoded = [encode_for_ifd(tokenizer, example) for example in examples]
-    batches = plan_batches([len(cond.input_ids) for cond, _ in encoded], batch_size)
+    conditional = [encode_example(tokenizer, example.prompt, example.answer) for example in examples]
+    shared = shared_prompt_prefix(conditional)
+    answer_alone = AnswerAloneLosses(model, tokenizer, (example.answer for example in examples), batch_size)
+    batches = plan_batches([len(encoded.input_ids) for encoded in conditional], batch_size)
     progress = tqdm(total=todo, unit="ex", desc="IFD scoring", disable=not show_progress)
     scored = 0
     batches_done = 0
     start = time.perf_counter()
     with open(output_path, "a", encoding="utf8") as out, torch.inference_mode():
+        prefix = prefix_cache(model, shared) if shared else None
         for batch in batches:
             new = [i for i in batch if examples[i].id not in finished]
             if not new:
                 continue
             if max_batches is not None and batches_done >= max_batches:
                 break
-            losses = [
-                answer_token_losses(model, collate([encoded[i][part] for i in batch], pad_id)).float().cpu().tolist()
-                for part in (0, 1)
-            ]
+            cond_batch = collate([conditional[i] for i in batch], pad_id, len(shared))
+            losses_cond = answer_token_losses(model, cond_batch, prefix).float().cpu().tolist()
             for position, index in enumerate(batch):
                 if index not in new:
                     continue
-                loss_cond, loss_uncond = losses[0][position], losses[1][position]
+                loss_cond, loss_uncond = losses_cond[position], answer_alone[examples[index].answer]
                 line = {
                     "id": examples[index].id,
                     "loss_cond": _json_float(loss_cond),

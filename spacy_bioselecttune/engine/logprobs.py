@@ -2,13 +2,17 @@
 
 The output layer is applied only at the positions that predict answer tokens, a few rows at a
 time, so logits over the whole vocabulary for whole sequences never exist (a 262k-token
-vocabulary would not fit otherwise).
+vocabulary would not fit otherwise). When every sequence of a batch starts with the same tokens
+(the instruction), their key/value states can be computed once and reused (`PrefixCache`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Sequence
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from ..errors import Errors
 from .encoding import EncodedExample
 
 if TYPE_CHECKING:
@@ -33,38 +37,105 @@ class AnswerLossSums:
         return self.sums.sum() / self.counts.sum().clamp(min=1)
 
 
-def collate(examples: Sequence[EncodedExample], pad_id: int) -> Dict[str, "torch.Tensor"]:
+@dataclass
+class PrefixCache:
+    """Key/value states of a token prefix that every sequence of a batch starts with (one row)."""
+
+    token_ids: Tuple[int, ...]
+    states: object = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def expanded(self, rows: int) -> object:
+        """A copy of the states repeated for `rows` sequences, for one batch to append its own states to."""
+        states = copy.deepcopy(self.states)
+        states.batch_repeat_interleave(rows)
+        return states
+
+
+def shared_prompt_prefix(examples: Sequence[EncodedExample]) -> List[int]:
+    """The longest token prefix all examples' prompts share, leaving each prompt's last token out of it.
+
+    The last prompt token stays outside so that the batch's own hidden states predict the first answer token.
+    """
+    if not examples:
+        return []
+    shared = examples[0].input_ids[: min(example.answer_start for example in examples) - 1]
+    for example in examples[1:]:
+        length = min(len(shared), len(example.input_ids))
+        shared = shared[: next((i for i in range(length) if shared[i] != example.input_ids[i]), length)]
+    return list(shared)
+
+
+def prefix_cache(model, token_ids: Sequence[int]) -> PrefixCache:
+    """Run the decoder over `token_ids` once and keep their key/value states."""
+    import torch
+    from transformers import DynamicCache
+
+    decoder = _base_model(model).get_decoder()
+    input_ids = torch.tensor([list(token_ids)], device=_device(model))
+    states = DynamicCache(config=decoder.config)
+    decoder(input_ids=input_ids, use_cache=True, **{_cache_keyword(decoder): states})
+    return PrefixCache(tuple(token_ids), states)
+
+
+def collate(examples: Sequence[EncodedExample], pad_id: int, prefix_length: int = 0) -> Dict[str, "torch.Tensor"]:
     """Right-pad encoded examples into `input_ids`, `attention_mask` and `answer_mask` tensors.
 
     `answer_mask[i, t]` is True where token t of example i is an answer token the loss covers.
+    prefix_length: leave out this many leading tokens, a prefix whose states are cached (see `PrefixCache`);
+        it must end before each example's last prompt token.
     """
     import torch
 
-    width = max(len(example.input_ids) for example in examples)
+    too_short = [example.answer_start for example in examples if example.answer_start <= prefix_length]
+    if prefix_length and too_short:
+        allowed = f"shorter than every prompt in the batch (the shortest has {min(too_short)} tokens)"
+        raise ValueError(Errors.E405.format(name="prefix_length", value=prefix_length, allowed=allowed))
+    width = max(len(example.input_ids) for example in examples) - prefix_length
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
     answer_mask = torch.zeros((len(examples), width), dtype=torch.bool)
     for row, example in enumerate(examples):
-        length = len(example.input_ids)
-        input_ids[row, :length] = torch.tensor(example.input_ids, dtype=torch.long)
+        length = len(example.input_ids) - prefix_length
+        input_ids[row, :length] = torch.tensor(example.input_ids[prefix_length:], dtype=torch.long)
         attention_mask[row, :length] = 1
-        answer_mask[row, max(example.answer_start, 1) : length] = True
+        answer_mask[row, max(example.answer_start - prefix_length, 1) : length] = True
     return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
 
 
-def answer_token_loss_sums(model, batch: Dict[str, "torch.Tensor"]) -> AnswerLossSums:
+def answer_token_loss_sums(
+    model, batch: Dict[str, "torch.Tensor"], prefix: Optional[PrefixCache] = None
+) -> AnswerLossSums:
     """Sum the cross-entropy of each example's answer tokens, given everything before them.
 
     model: a causal LM, plain or wrapped by PEFT.
-    batch: the output of `collate`, on any device (it is moved to the model's).
+    batch: the output of `collate`, on any device (it is moved to the model's); with `prefix`,
+        collated with `prefix_length=len(prefix)`.
+    prefix: the cached states of the tokens every example starts with.
     """
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    device = base.get_output_embeddings().weight.device
+    base = _base_model(model)
+    device = _device(model)
     input_ids = batch["input_ids"].to(device)
+    attention_mask = batch["attention_mask"].to(device)
     target_mask = batch["answer_mask"].to(device)[:, 1:]
-    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).last_hidden_state
+    decoder = base.get_decoder()
+    if prefix is None:
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    else:
+        rows, width = input_ids.shape
+        prefix_mask = attention_mask.new_ones((rows, len(prefix)))
+        positions = torch.arange(len(prefix), len(prefix) + width, device=device).expand(rows, width)
+        hidden = decoder(
+            input_ids=input_ids,
+            attention_mask=torch.cat([prefix_mask, attention_mask], dim=1),
+            position_ids=positions,
+            use_cache=True,
+            **{_cache_keyword(decoder): prefix.expanded(rows)},
+        ).last_hidden_state
     predicting = hidden[:, :-1][target_mask]
     targets = input_ids[:, 1:][target_mask]
     rows = torch.arange(input_ids.shape[0], device=device).unsqueeze(1).expand_as(target_mask)[target_mask]
@@ -74,9 +145,25 @@ def answer_token_loss_sums(model, batch: Dict[str, "torch.Tensor"]) -> AnswerLos
     return AnswerLossSums(sums, counts)
 
 
-def answer_token_losses(model, batch: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
+def answer_token_losses(
+    model, batch: Dict[str, "torch.Tensor"], prefix: Optional[PrefixCache] = None
+) -> "torch.Tensor":
     """Per-example mean cross-entropy over answer tokens (shape: batch size)."""
-    return answer_token_loss_sums(model, batch).means()
+    return answer_token_loss_sums(model, batch, prefix).means()
+
+
+def _base_model(model):
+    """The transformers model under a PEFT wrapper, or `model` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _device(model) -> "torch.device":
+    return _base_model(model).get_output_embeddings().weight.device
+
+
+def _cache_keyword(decoder) -> str:
+    """The forward argument that takes the key/value cache (`cache` in newer transformers)."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 def _token_cross_entropy(base, hidden: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":

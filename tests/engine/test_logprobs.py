@@ -3,8 +3,14 @@ from __future__ import annotations
 import pytest
 
 from spacy_bioselecttune.engine.answer_format import answer_for_record, build_prompt
-from spacy_bioselecttune.engine.encoding import encode_example
-from spacy_bioselecttune.engine.logprobs import answer_token_loss_sums, answer_token_losses, collate
+from spacy_bioselecttune.engine.encoding import EncodedExample, encode_example
+from spacy_bioselecttune.engine.logprobs import (
+    answer_token_loss_sums,
+    answer_token_losses,
+    collate,
+    prefix_cache,
+    shared_prompt_prefix,
+)
 
 LABELS = ["Disease", "Chemical"]
 
@@ -87,6 +93,40 @@ def test_small_logit_chunks_give_the_same_losses(model_and_tokenizer, fixture_re
         monkeypatch.setattr(logprobs, "LOGIT_BUDGET", 3 * model.config.vocab_size)
         chunked = answer_token_losses(model, batch)
     assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+def test_shared_prompt_prefix_stops_before_each_last_prompt_token():
+    same_prompt = [EncodedExample([5, 6, 7, 1, 2], 3), EncodedExample([5, 6, 7, 3], 3)]
+    assert shared_prompt_prefix(same_prompt) == [5, 6]
+    diverging = [EncodedExample([5, 6, 7, 8, 1], 4), EncodedExample([5, 6, 9, 8, 1], 4)]
+    assert shared_prompt_prefix(diverging) == [5, 6]
+    assert shared_prompt_prefix([EncodedExample([5, 1], 1), EncodedExample([5, 6, 1], 2)]) == []
+    assert shared_prompt_prefix([]) == []
+
+
+def test_prefix_cached_losses_equal_uncached_losses(model_and_tokenizer, fixture_records):
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    examples = _examples(tokenizer, fixture_records)
+    shared = shared_prompt_prefix(examples)
+    assert 0 < len(shared) < min(example.answer_start for example in examples)
+    assert all(example.input_ids[: len(shared)] == shared for example in examples)
+    with torch.no_grad():
+        expected = answer_token_losses(model, collate(examples, tokenizer.pad_token_id))
+        for length in (len(shared), 1):
+            prefix = prefix_cache(model, shared[:length])
+            batch = collate(examples, tokenizer.pad_token_id, prefix_length=length)
+            cached = answer_token_losses(model, batch, prefix)
+            assert torch.allclose(cached, expected, atol=1e-5)
+            assert torch.equal(answer_token_losses(model, batch, prefix), cached)  # the cache is not consumed
+
+
+def test_collate_rejects_a_prefix_that_reaches_the_answer(model_and_tokenizer, fixture_records):
+    _, tokenizer = model_and_tokenizer
+    examples = _examples(tokenizer, fixture_records)
+    with pytest.raises(ValueError, match="E405"):
+        collate(examples, tokenizer.pad_token_id, prefix_length=min(e.answer_start for e in examples))
 
 
 def test_gradients_flow_through_a_peft_model(tiny_model_dir, fixture_records):
