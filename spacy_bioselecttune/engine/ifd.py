@@ -158,13 +158,19 @@ def _score_lines(path: PathLike) -> Iterable[Tuple[int, Optional[dict]]]:
         yield number, data
 
 
-def repair_scores_file(path: PathLike) -> Set[str]:
-    """Ids already scored in `path`; a truncated last line is cut off the file first."""
+def repair_scores_file(path: PathLike, base_model: Optional[str] = None) -> Set[str]:
+    """Ids already scored in `path`; a truncated last line is cut off the file first.
+
+    base_model: when given, a line scored by another weak model raises, so a resumed run
+    never mixes models.
+    """
     path = Path(path)
     if not path.exists():
         return set()
     finished: Set[str] = set()
-    for _, data in _score_lines(path):
+    for number, data in _score_lines(path):
+        if data is not None and base_model is not None and data.get("model", base_model) != base_model:
+            raise ValueError(Errors.E409.format(path=path, line=number, found=data["model"], model=base_model))
         if data is None:
             with open(path, "r+b") as file:
                 raw = file.read()
@@ -229,7 +235,7 @@ def score_examples(
     max_batches: Optional[int] = None,
     show_progress: bool = False,
 ) -> ScoringRun:
-    """Append one JSON line (id, loss_cond, loss_uncond, ifd) per example to `output_path`.
+    """Append one JSON line (id, model, loss_cond, loss_uncond, ifd) per example to `output_path`.
 
     Ids already in the file are skipped, so an interrupted run resumes where it stopped.
     The batches and the shared prompt prefix are planned over all examples, so resumed scores
@@ -243,7 +249,7 @@ def score_examples(
 
     if batch_size < 1:
         raise ValueError(Errors.E405.format(name="batch_size", value=batch_size, allowed="an integer >= 1"))
-    finished = repair_scores_file(output_path)
+    finished = repair_scores_file(output_path, base_model)
     todo = sum(1 for example in examples if example.id not in finished)
     already = len(examples) - todo
     if todo == 0:
@@ -275,6 +281,7 @@ def score_examples(
                 loss_cond, loss_uncond = losses_cond[position], answer_alone[examples[index].answer]
                 line = {
                     "id": examples[index].id,
+                    "model": base_model,
                     "loss_cond": _json_float(loss_cond),
                     "loss_uncond": _json_float(loss_uncond),
                     "ifd": ifd_value(loss_cond, loss_uncond),

@@ -61,7 +61,7 @@ def test_score_resumes_after_interruption_with_identical_scores(tmp_path, instru
     assert resumed.read_text() == whole.read_text()
     rows = [json.loads(line) for line in whole.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == sorted(json.loads(l)["id"] for l in instructions.read_text().splitlines())
-    assert all(set(row) == {"id", "loss_cond", "loss_uncond", "ifd"} for row in rows)
+    assert all(set(row) == {"id", "model", "loss_cond", "loss_uncond", "ifd"} and row["model"] == model for row in rows)
     run_cli("score", instructions, resumed, "--model", model, "--device", "cpu")
     assert resumed.read_text() == whole.read_text()
 

@@ -143,6 +143,15 @@ def test_repair_scores_file_cuts_only_a_truncated_last_line(tmp_path):
         repair_scores_file(path)
 
 
+def test_repair_scores_file_refuses_scores_of_another_weak_model(tmp_path):
+    path = tmp_path / "scores.jsonl"
+    line = {"id": "a", "model": "gemma3-270m", "loss_cond": 1.0, "loss_uncond": 2.0, "ifd": 0.5}
+    path.write_text(json.dumps(line) + "\n")
+    assert repair_scores_file(path, "gemma3-270m") == {"a"}
+    with pytest.raises(ValueError, match=r"E409.*line 1.*gemma3-270m.*smollm2-135m"):
+        repair_scores_file(path, "smollm2-135m")
+
+
 def test_score_examples_matches_a_plain_one_at_a_time_computation(tmp_path, tiny_model_dir, fixture_records):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
