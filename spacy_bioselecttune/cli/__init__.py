@@ -13,6 +13,7 @@ from . import fetch_model  # noqa: E402,F401
 from . import convert  # noqa: E402,F401
 from . import score  # noqa: E402,F401
 from . import curate  # noqa: E402,F401
+from . import mix  # noqa: E402,F401
 from . import train  # noqa: E402,F401
 from . import evaluate  # noqa: E402,F401
 from . import annotate  # noqa: E402,F401

@@ -16,7 +16,7 @@ from . import Arg, Opt, app
 if TYPE_CHECKING:
     from spacy.language import Language
 
-COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size")
+COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size", "prompts")
 
 
 @dataclass
@@ -54,6 +54,7 @@ def load_pipeline(
     labels: Optional[List[str]] = None,
     device: Optional[str] = None,
     batch_size: Optional[int] = None,
+    prompts: Optional[str] = None,
 ) -> "Language":
     """A pipeline from a saved directory, a .cfg file, an adapter directory, or (model None) the options alone.
 
@@ -63,7 +64,7 @@ def load_pipeline(
     import spacy
     from spacy.util import load_config, load_model_from_config
 
-    settings = {key: value for key, value in zip(COMPONENT_OPTIONS, (labels, base_model, adapter, device, batch_size)) if value is not None}
+    settings = {key: value for key, value in zip(COMPONENT_OPTIONS, (labels, base_model, adapter, device, batch_size, prompts)) if value is not None}
     if model is not None and (model / "config.cfg").is_file():
         fixed = sorted(set(settings) & {"labels", "base_model", "adapter"})
         if fixed:
@@ -91,6 +92,7 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
     counts = [
         ("Documents", metrics["docs"]),
         ("Sentences", metrics["sentences"]),
+        ("Prompts (sentences x label lists)", metrics["prompts"]),
         ("Unparsable answers", metrics["parse_failures"]),
         ("Dropped names (not in the text)", metrics["dropped_names"]),
         ("Spans overlapping other entities", metrics["overlapping_spans"]),
@@ -169,9 +171,10 @@ def evaluate_cli(
     device: Optional[str] = Opt(None, "--device", "-d", help="auto, cpu, cuda or cuda:N"),
     batch_size: int = Opt(16, "--batch-size", "-b", help="Docs per nlp.pipe batch (all their sentences go to the model together)"),
     limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs"),
+    prompts: Optional[str] = Opt(None, "--prompts", help="trained (the adapter's label lists) or joint (all labels in one prompt)"),
 ) -> None:
     """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""
-    nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device)
+    nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device, prompts=prompts)
     run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True)
     typer.echo(run.metrics_md.read_text(encoding="utf8"))
     typer.echo(f"Wrote {run.metrics_json}, {run.metrics_md} and {run.plot}")

@@ -7,7 +7,7 @@ instruction naming the entity types plus a text, and writes
 from __future__ import annotations
 
 import json
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Sequence, Tuple
 
 from ..errors import Errors
 from .records import Mention, Record
@@ -56,3 +56,36 @@ def render_answer(mentions: Iterable[Mention]) -> str:
 def answer_for_record(record: Record) -> str:
     """The gold answer for a record: its distinct mentions in order of first appearance."""
     return render_answer(record.mentions())
+
+
+def prompt_label_groups(labels: Sequence[str], trained_sets: Sequence[Sequence[str]] = ()) -> List[Tuple[str, ...]]:
+    """The label lists to prompt with so that every prompt is one the adapter was trained on.
+
+    An adapter trained on a mix of corpora saw each corpus's own label list (e.g. `Disease`,
+    `Chemical, Disease` and `Gene`). Requested labels that equal a trained list are asked in one
+    prompt; otherwise the fewest trained lists that cover them are chosen greedily, preferring
+    lists inside the request. A label only found in a wider list is asked with that list, and
+    the caller drops the extra labels. Without trained lists, one prompt names all labels.
+    """
+    labels = check_labels(labels)
+    trained = [tuple(check_labels(s)) for s in trained_sets]
+    if not trained:
+        return [tuple(labels)]
+    wanted = set(labels)
+    for candidate in trained:
+        if set(candidate) == wanted:
+            return [candidate]
+    groups: List[Tuple[str, ...]] = []
+    remaining = list(labels)
+    while remaining:
+        inside = [s for s in trained if set(s) <= wanted and set(s) & set(remaining)]
+        if inside:
+            best = max(inside, key=lambda s: (len(set(s) & set(remaining)), -trained.index(s)))
+        else:
+            wider = [s for s in trained if remaining[0] in s]
+            if not wider:
+                return groups + [tuple(remaining)]
+            best = min(wider, key=lambda s: (len(s), trained.index(s)))
+        groups.append(best)
+        remaining = [label for label in remaining if label not in best]
+    return sorted(groups, key=lambda s: min(labels.index(label) for label in s if label in wanted))

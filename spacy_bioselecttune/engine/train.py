@@ -29,6 +29,7 @@ LOG_FILE = "train_log.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
 CHECKPOINT_DIR = "checkpoint"
 SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decay on matrices (never on biases or norms)
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 = no clipping
     max_seq_len: int = 512  # longer examples are skipped and counted
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16 autocast
     seed: int = 0
     log_every: int = 10  # optimizer steps per log line
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints; 0 = none
@@ -61,6 +63,8 @@ class TrainConfig:
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(Errors.E404.format(name="lr_schedule", value=self.lr_schedule, allowed=list(SCHEDULES)))
+        if self.precision not in PRECISIONS:
+            raise ValueError(Errors.E404.format(name="precision", value=self.precision, allowed=list(PRECISIONS)))
         for name in ("lora_r", "batch_size", "grad_accum_steps", "max_seq_len", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(Errors.E405.format(name=name, value=getattr(self, name), allowed="an integer >= 1"))
@@ -112,6 +116,19 @@ def learning_rate_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return cfg.learning_rate - progress * (cfg.learning_rate - min_lr)
 
 
+def training_autocast(precision: str, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A context factory for the forward pass: bf16 autocast (weights and gradients stay fp32) or none.
+
+    "auto" is bf16 on CUDA and fp32 on CPU, where bf16 trains about 1.4-1.8x faster on CPUs
+    with bf16 instructions but is slower on others.
+    """
+    import torch
+
+    if precision == "bf16" or (precision == "auto" and device_type == "cuda"):
+        return lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> List[List[int]]:
     """One epoch's batches: shuffle, sort within chunks of 50 batches by length, then shuffle the batches.
 
@@ -151,6 +168,11 @@ def encode_for_training(
 def trained_labels(examples: Sequence[InstructionExample]) -> List[str]:
     """The union of the examples' labels, in order of first appearance."""
     return list(dict.fromkeys(label for example in examples for label in example.labels))
+
+
+def trained_label_sets(examples: Sequence[InstructionExample]) -> List[List[str]]:
+    """The distinct label lists the examples' prompts name, in order of first appearance."""
+    return [list(labels) for labels in dict.fromkeys(example.labels for example in examples if example.labels)]
 
 
 def dev_loss(model, examples: Sequence[EncodedExample], pad_id: int, batch_size: int, autocast) -> float:
@@ -215,11 +237,7 @@ def train_adapter(
         model = get_peft_model(model, lora)
     model.train()
     model_device = next(model.parameters()).device
-    autocast = (
-        (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
-        if model_device.type == "cuda"
-        else contextlib.nullcontext
-    )
+    autocast = training_autocast(cfg.precision, model_device.type)
     pad_id = tokenizer.pad_token_id
     train_set = encode_for_training(tokenizer, examples, cfg.max_seq_len, train_path)
     dev_set = encode_for_training(tokenizer, dev_examples, cfg.max_seq_len, dev_path) if dev_examples else []
@@ -351,6 +369,7 @@ def train_adapter(
     settings = {
         "format_version": FORMAT_VERSION,
         "labels": trained_labels(examples),
+        "label_sets": trained_label_sets(examples),
         "base_model": cfg.base_model,
         "full_finetune": cfg.full_finetune,
         "train_config": cfg.to_dict(),

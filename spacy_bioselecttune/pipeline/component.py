@@ -22,7 +22,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from ..engine.align import align_mentions
-from ..engine.answer_format import FORMAT_VERSION, build_prompt, check_labels
+from ..engine.answer_format import FORMAT_VERSION, build_prompt, check_labels, prompt_label_groups
 from ..engine.loading import DEFAULT_BASE_MODEL
 from ..engine.parser import parse_answer
 from ..engine.sentences import split_long, split_sentences
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..engine.generate import Generator
 
 ALIGNMENT_MODES = ("strict", "contract", "expand")
+PROMPT_MODES = ("trained", "joint")
 ADAPTER_METADATA = "bioselecttune.json"
 PACKAGE_ADAPTERS = Path(__file__).parent.parent / "adapters"
 SETTINGS_FILE = "cfg"
@@ -47,6 +48,7 @@ DEFAULT_CONFIG = {
     "max_new_tokens": 256,
     "max_sentence_chars": 1000,
     "alignment_mode": "expand",
+    "prompts": "trained",
     "scorer": {"@scorers": "bioselecttune.Scorer.v1"},
 }
 
@@ -68,6 +70,7 @@ def make_bioselecttune_ner(
     max_new_tokens: int,
     max_sentence_chars: int,
     alignment_mode: str,
+    prompts: str,
     scorer: Optional[Callable],
 ) -> "BioSelectTuneNER":
     """Build the component; no weights are loaded until first use, `initialize` or `from_disk`.
@@ -77,6 +80,8 @@ def make_bioselecttune_ner(
     adapter: a LoRA adapter directory, a name under the package's `adapters/`, or None.
     max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
     alignment_mode: `Doc.char_span` mode for names whose offsets fall inside a token.
+    prompts: "trained" asks in the label lists the adapter was trained on (one prompt per list
+        needed to cover `labels`); "joint" asks for all `labels` in one prompt.
     """
     return BioSelectTuneNER(
         nlp.vocab,
@@ -89,17 +94,19 @@ def make_bioselecttune_ner(
         max_new_tokens=max_new_tokens,
         max_sentence_chars=max_sentence_chars,
         alignment_mode=alignment_mode,
+        prompts=prompts,
         scorer=scorer,
     )
 
 
 @dataclass(frozen=True)
 class SentenceAnswer:
-    """The model's raw answer for `doc.text[start:end]`."""
+    """The model's raw answer for `doc.text[start:end]`, asked for `labels` (empty: the component's)."""
 
     start: int
     end: int
     raw: str
+    labels: Tuple[str, ...] = ()
 
 
 def resolve_adapter(adapter: Optional[Union[str, Path]]) -> Optional[Path]:
@@ -115,15 +122,22 @@ def resolve_adapter(adapter: Optional[Union[str, Path]]) -> Optional[Path]:
     raise FileNotFoundError(Errors.E002.format(path=adapter))
 
 
-def check_adapter_labels(adapter_dir: Path, labels: Sequence[str]) -> None:
-    """Raise if the adapter's `bioselecttune.json` names another format version or lacks a label."""
+def read_adapter_metadata(adapter_dir: Path) -> Dict:
+    """The adapter's `bioselecttune.json` (written by `train`), or {} for a plain PEFT adapter."""
     metadata_path = adapter_dir / ADAPTER_METADATA
     if not metadata_path.exists():
-        return
+        return {}
     try:
-        metadata = json.loads(metadata_path.read_text(encoding="utf8"))
+        return json.loads(metadata_path.read_text(encoding="utf8"))
     except ValueError as error:
         raise ValueError(Errors.E008.format(path=metadata_path, problem=f"not valid JSON ({error})")) from error
+
+
+def check_adapter_labels(adapter_dir: Path, labels: Sequence[str]) -> None:
+    """Raise if the adapter's `bioselecttune.json` names another format version or lacks a label."""
+    metadata = read_adapter_metadata(adapter_dir)
+    if not metadata:
+        return
     found = metadata.get("format_version")
     if found != FORMAT_VERSION:
         raise ValueError(Errors.E004.format(path=adapter_dir, found=found, expected=FORMAT_VERSION))
@@ -160,6 +174,13 @@ def build_generator(
     )
 
 
+def prompt_groups(adapter: Optional[Union[str, Path]], labels: Sequence[str], mode: str) -> List[Tuple[str, ...]]:
+    """The label lists to prompt with: see `prompt_label_groups`; "joint" always asks in one prompt."""
+    adapter_dir = resolve_adapter(adapter)
+    trained = read_adapter_metadata(adapter_dir).get("label_sets", []) if adapter_dir is not None else []
+    return prompt_label_groups(labels, trained if mode == "trained" else [])
+
+
 def doc_segments(doc: Doc, max_chars: int) -> List[Tuple[int, int]]:
     """Character spans to prompt for: the doc's sentences (its own if set), cut to `max_chars`."""
     if doc.has_annotation("SENT_START"):
@@ -182,17 +203,18 @@ def annotate_doc(
     and counted as `overlapping_spans`, one that `char_span` cannot map as `unaligned_spans`.
     """
     counts: Counter = Counter({key: 0 for key in COUNT_KEYS})
-    counts["sentences"] = len(answers)
+    counts["sentences"] = len({(answer.start, answer.end) for answer in answers})
+    counts["prompts"] = len(answers)
     examples: Dict[str, str] = {}
     existing = list(doc.ents)
     new_spans: List[Span] = []
     for answer in answers:
         text = doc.text[answer.start : answer.end]
-        parsed = parse_answer(answer.raw, labels)
+        parsed = parse_answer(answer.raw, answer.labels or labels)
         if not parsed.ok:
             counts["parse_failures"] += 1
             examples.setdefault("parse_failures", answer.raw[:200])
-        alignment = align_mentions(text, parsed.mentions)
+        alignment = align_mentions(text, [m for m in parsed.mentions if m.label in labels])
         counts["dropped_names"] += len(alignment.unmatched)
         if alignment.unmatched:
             examples.setdefault("dropped_names", alignment.unmatched[0].name)
@@ -236,10 +258,13 @@ class BioSelectTuneNER(Pipe):
         max_new_tokens: int = 256,
         max_sentence_chars: int = 1000,
         alignment_mode: str = "expand",
+        prompts: str = "trained",
         scorer: Optional[Callable] = None,
     ) -> None:
         if alignment_mode not in ALIGNMENT_MODES:
             raise ValueError(Errors.E010.format(name="alignment_mode", value=alignment_mode, reason=f"use one of {ALIGNMENT_MODES}"))
+        if prompts not in PROMPT_MODES:
+            raise ValueError(Errors.E010.format(name="prompts", value=prompts, reason=f"use one of {PROMPT_MODES}"))
         for option, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("max_sentence_chars", max_sentence_chars)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(Errors.E010.format(name=option, value=value, reason="must be a positive integer"))
@@ -253,9 +278,11 @@ class BioSelectTuneNER(Pipe):
         self.max_new_tokens = max_new_tokens
         self.max_sentence_chars = max_sentence_chars
         self.alignment_mode = alignment_mode
+        self.prompts = prompts
         self.scorer = scorer
         self.counts: Counter = Counter()
         self._generator: Optional["Generator"] = None
+        self._groups: Optional[List[Tuple[str, ...]]] = None
         self._adapter_tempdir: Optional[tempfile.TemporaryDirectory] = None
         self._warned: set = set()
 
@@ -275,6 +302,13 @@ class BioSelectTuneNER(Pipe):
                 self.base_model, self.adapter, self._labels, self.device, self.batch_size, self.max_new_tokens
             )
         return self._generator
+
+    @property
+    def prompt_groups(self) -> List[Tuple[str, ...]]:
+        """The label lists each sentence is prompted with (one model call per list)."""
+        if self._groups is None:
+            self._groups = prompt_groups(self.adapter, self._labels, self.prompts)
+        return self._groups
 
     def load(self) -> None:
         """Load the base model and adapter now rather than on first use."""
@@ -298,12 +332,15 @@ class BioSelectTuneNER(Pipe):
                 error_handler(self.name, self, docs, error)
 
     def predict(self, docs: Iterable[Doc]) -> List[List[SentenceAnswer]]:
-        """Raw model answers for every sentence of every doc; empty docs cost no model call."""
+        """Raw model answers for every sentence of every doc and label list; empty docs cost no model call."""
         docs = list(docs)
-        segments = [doc_segments(doc, self.max_sentence_chars) for doc in docs]
-        prompts = [build_prompt(doc.text[s:e], self._labels) for doc, spans in zip(docs, segments) for s, e in spans]
-        raws = iter(self.generator.generate(prompts) if prompts else [])
-        return [[SentenceAnswer(s, e, next(raws)) for s, e in spans] for spans in segments]
+        pieces = [(i, s, e) for i, doc in enumerate(docs) for s, e in doc_segments(doc, self.max_sentence_chars)]
+        answers: List[List[SentenceAnswer]] = [[] for _ in docs]
+        for group in self.prompt_groups if pieces else []:
+            raws = self.generator.generate([build_prompt(docs[i].text[s:e], group) for i, s, e in pieces])
+            for (i, s, e), raw in zip(pieces, raws):
+                answers[i].append(SentenceAnswer(s, e, raw, group))
+        return answers
 
     def set_annotations(self, docs: Iterable[Doc], answers: List[List[SentenceAnswer]]) -> None:
         batch_counts: Counter = Counter()
@@ -344,6 +381,7 @@ class BioSelectTuneNER(Pipe):
         self.base_model = settings["base_model"]
         self.adapter = None if adapter_dir is None else str(adapter_dir)
         self._generator = None
+        self._groups = None
         self.load()
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:

@@ -9,7 +9,7 @@ from spacy.training import Example
 from spacy.util import registry
 
 USER_DATA_KEY = "bioselecttune"
-COUNT_KEYS = ("sentences", "parse_failures", "dropped_names", "overlapping_spans", "unaligned_spans")
+COUNT_KEYS = ("sentences", "prompts", "parse_failures", "dropped_names", "overlapping_spans", "unaligned_spans")
 
 
 def doc_counts(examples: Iterable[Example]) -> Counter:

@@ -21,7 +21,7 @@ def train_jsonl(tmp_path, fixture_records) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["train_quick.cfg", "train_full.cfg"])
+@pytest.mark.parametrize("name", ["train_quick.cfg", "train_full.cfg", "train_cpu.cfg"])
 def test_shipped_configs_load(name):
     cfg = load_train_config(CONFIGS / name)
     assert cfg.base_model == "smollm2-135m"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from spacy_bioselecttune.engine.train import (
     learning_rate_at,
     length_grouped_batches,
     train_adapter,
+    training_autocast,
 )
 
 LABEL_SETS = (["Disease", "Chemical"], ["Disease"])
@@ -75,6 +77,8 @@ def test_config_rejects_unknown_settings_and_bad_values():
         TrainConfig.from_dict({"lr": 1e-4})
     with pytest.raises(ValueError, match="E404"):
         TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="E404.*precision"):
+        TrainConfig(precision="fp16")
     assert TrainConfig.from_dict({"target_modules": ["q_proj"]}).target_modules == ("q_proj",)
 
 
@@ -100,6 +104,7 @@ def test_loss_falls_and_output_holds_only_the_adapter(tmp_path, train_jsonl, tin
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
     settings = json.loads((out / "bioselecttune.json").read_text())
     assert settings["labels"] == ["Disease", "Chemical"]
+    assert settings["label_sets"] == [["Disease", "Chemical"], ["Disease"]]
     assert settings["format_version"] == FORMAT_VERSION
     assert settings["base_model"] == str(tiny_model_dir)
     assert settings["train_config"]["lora_r"] == 4
@@ -170,3 +175,16 @@ def test_full_finetune_saves_a_loadable_model(tmp_path, train_jsonl, tiny_model_
     train_adapter(tiny_config(tiny_model_dir, full_finetune=True, max_steps=2), train_jsonl, out, device="cpu")
     assert json.loads((out / "bioselecttune.json").read_text())["full_finetune"] is True
     assert AutoModelForCausalLM.from_pretrained(out).config.hidden_size == 32
+
+
+def test_bf16_autocast_on_cpu_trains_and_saves_fp32_weights(tmp_path, train_jsonl, tiny_model_dir):
+    import torch
+
+    assert isinstance(training_autocast("bf16", "cpu")(), torch.autocast)
+    assert not isinstance(training_autocast("auto", "cpu")(), torch.autocast)
+    assert training_autocast("auto", "cuda") is not contextlib.nullcontext
+    out = tmp_path / "bf16"
+    summary = train_adapter(tiny_config(tiny_model_dir, precision="bf16"), train_jsonl, out, device="cpu")
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < log[0]["loss"] and summary.steps == 6
+    assert {tensor.dtype for tensor in adapter_weights(out).values()} == {torch.float32}

@@ -309,9 +309,9 @@ def test_component_counts_every_kind_per_doc_and_in_total(fake_generator):
     pipe = nlp.add_pipe("bioselecttune_ner")
     docs = list(nlp.pipe(["One. Two.", "", "Three."]))
     assert [doc.user_data["bioselecttune"] for doc in docs] == [
-        {"sentences": 2, "parse_failures": 0, "dropped_names": 0, "overlapping_spans": 0, "unaligned_spans": 0},
-        {"sentences": 0, "parse_failures": 0, "dropped_names": 0, "overlapping_spans": 0, "unaligned_spans": 0},
-        {"sentences": 1, "parse_failures": 0, "dropped_names": 0, "overlapping_spans": 0, "unaligned_spans": 0},
+        {"sentences": 2, "prompts": 2, "parse_failures": 0, "dropped_names": 0, "overlapping_spans": 0, "unaligned_spans": 0},
+        {"sentences": 0, "prompts": 0, "parse_failures": 0, "dropped_names": 0, "overlapping_spans": 0, "unaligned_spans": 0},
+        {"sentences": 1, "prompts": 1, "parse_failures": 0, "dropped_names": 0, "overlapping_spans": 0, "unaligned_spans": 0},
     ]
     assert pipe.counts["sentences"] == 3
     assert len(fake_generator.calls) == 1
@@ -332,3 +332,42 @@ def test_component_spans_always_slice_the_unchanged_text(fake_generator, text, p
     assert doc.text == text
     assert all(text[ent.start_char : ent.end_char] == ent.text for ent in doc.ents)
     assert all(a.end <= b.start for a, b in zip(doc.ents, doc.ents[1:]))
+
+
+@pytest.fixture
+def union_adapter_dir(lora_adapter_dir, tmp_path) -> Path:
+    """An adapter whose metadata says it was trained on three corpora's label lists."""
+    adapter = shutil.copytree(lora_adapter_dir, tmp_path / "union")
+    metadata = json.loads((adapter / "bioselecttune.json").read_text())
+    metadata.update(labels=["Disease", "Chemical", "Gene"], label_sets=[["Disease"], ["Chemical", "Disease"], ["Gene"]])
+    (adapter / "bioselecttune.json").write_text(json.dumps(metadata))
+    return adapter
+
+
+def test_component_prompts_in_the_adapters_trained_label_lists(fake_generator, union_adapter_dir):
+    text = "Aspirin eased the migraine. BRCA1 was mutated."
+    fake_generator.answer = staticmethod(
+        lambda sentence: names(("Chemical", "Aspirin"), ("Disease", "migraine"), ("Gene", "BRCA1"))
+    )
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("bioselecttune_ner", config={"adapter": str(union_adapter_dir)})
+    assert pipe.prompt_groups == [("Chemical", "Disease"), ("Gene",)]
+    doc = nlp(text)
+    asked = [call[0].split(" from the text")[0].split("types ")[1] for call in fake_generator.calls]
+    assert asked == ["Chemical, Disease", "Gene"] and all(len(call) == 2 for call in fake_generator.calls)
+    assert [(ent.text, ent.label_) for ent in doc.ents] == [("Aspirin", "Chemical"), ("migraine", "Disease"), ("BRCA1", "Gene")]
+    assert doc.user_data["bioselecttune"]["sentences"] == 2 and doc.user_data["bioselecttune"]["prompts"] == 4
+
+    fake_generator.calls = []
+    only_chemical = nlp.add_pipe("bioselecttune_ner", name="chemical", config={"adapter": str(union_adapter_dir), "labels": ["Chemical"]})
+    doc = only_chemical(nlp.make_doc(text))
+    assert len(fake_generator.calls) == 1 and "types Chemical, Disease from" in fake_generator.calls[0][0]
+    assert [(ent.text, ent.label_) for ent in doc.ents] == [("Aspirin", "Chemical")]
+
+    fake_generator.calls = []
+    joint = nlp.add_pipe("bioselecttune_ner", name="joint", config={"adapter": str(union_adapter_dir), "prompts": "joint"})
+    doc = joint(nlp.make_doc(text))
+    assert len(fake_generator.calls) == 1 and "types Disease, Chemical, Gene from" in fake_generator.calls[0][0]
+    assert len(doc.ents) == 3
+    with pytest.raises(ValueError, match=r"\[E010\].*prompts"):
+        nlp.add_pipe("bioselecttune_ner", name="bad", config={"prompts": "each"})
