@@ -19,3 +19,4 @@ from . import evaluate  # noqa: E402,F401
 from . import annotate  # noqa: E402,F401
 from . import assemble  # noqa: E402,F401
 from . import bench  # noqa: E402,F401
+from . import ship  # noqa: E402,F401

@@ -133,7 +133,7 @@ def evaluate(
 
     if not any(_sets_entities(nlp, name) for name in nlp.pipe_names):
         raise ValueError(Errors.E304.format(names=nlp.pipe_names))
-    gold_docs = list(DocBin().from_disk(gold_path).get_docs(nlp.vocab))[:limit]
+    gold_docs = list(DocBin().from_disk(gold_path).get_docs(nlp.vocab))[: limit or None]
     fresh = (Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in gold_docs)
     start = time.perf_counter()
     predicted = list(tqdm(nlp.pipe(fresh, batch_size=batch_size), total=len(gold_docs), unit="doc", desc="Evaluating", disable=not show_progress))
@@ -170,7 +170,7 @@ def evaluate_cli(
     labels: Optional[str] = Opt(None, "--labels", "-l", help="Comma-separated entity labels, e.g. Chemical,Disease"),
     device: Optional[str] = Opt(None, "--device", "-d", help="auto, cpu, cuda or cuda:N"),
     batch_size: int = Opt(16, "--batch-size", "-b", help="Docs per nlp.pipe batch (all their sentences go to the model together)"),
-    limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs"),
+    limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs (0 or unset: all)"),
     prompts: Optional[str] = Opt(None, "--prompts", help="trained (the adapter's label lists) or joint (all labels in one prompt)"),
 ) -> None:
     """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""

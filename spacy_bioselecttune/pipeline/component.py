@@ -23,7 +23,7 @@ from spacy.util import minibatch
 
 from ..engine.align import align_mentions
 from ..engine.answer_format import FORMAT_VERSION, build_prompt, check_labels, prompt_label_groups
-from ..engine.loading import DEFAULT_BASE_MODEL
+from ..engine.loading import DEFAULT_BASE_MODEL, KNOWN_MODELS
 from ..engine.parser import parse_answer
 from ..engine.sentences import split_long, split_sentences
 from ..errors import Errors, Warnings, warn
@@ -133,11 +133,15 @@ def read_adapter_metadata(adapter_dir: Path) -> Dict:
         raise ValueError(Errors.E008.format(path=metadata_path, problem=f"not valid JSON ({error})")) from error
 
 
-def check_adapter_labels(adapter_dir: Path, labels: Sequence[str]) -> None:
-    """Raise if the adapter's `bioselecttune.json` names another format version or lacks a label."""
+def check_adapter_labels(adapter_dir: Path, labels: Sequence[str], base_model: Optional[str] = None) -> None:
+    """Raise if the adapter's `bioselecttune.json` names another format version, lacks a label,
+    or names another registered base model than `base_model`."""
     metadata = read_adapter_metadata(adapter_dir)
     if not metadata:
         return
+    trained_on = metadata.get("base_model")
+    if base_model in KNOWN_MODELS and trained_on in KNOWN_MODELS and base_model != trained_on:
+        raise ValueError(Errors.E011.format(path=adapter_dir, trained=trained_on, base_model=base_model))
     found = metadata.get("format_version")
     if found != FORMAT_VERSION:
         raise ValueError(Errors.E004.format(path=adapter_dir, found=found, expected=FORMAT_VERSION))
@@ -164,7 +168,7 @@ def build_generator(
 
     adapter_dir = resolve_adapter(adapter)
     if adapter_dir is not None:
-        check_adapter_labels(adapter_dir, labels)
+        check_adapter_labels(adapter_dir, labels, base_model)
     return Generator(
         base_model=base_model,
         adapter=None if adapter_dir is None else str(adapter_dir),

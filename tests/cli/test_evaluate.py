@@ -93,6 +93,9 @@ def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_pa
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["docs"] == 2
     assert metrics["ents_per_type"]["Disease"]["r"] == pytest.approx(0.5)
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pipeline"), str(gold_path), "--output", str(tmp_path / "all"), "--limit", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["docs"] == 5
 
 
 def test_evaluate_load_pipeline_errors(tmp_path):

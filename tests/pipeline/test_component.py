@@ -371,3 +371,13 @@ def test_component_prompts_in_the_adapters_trained_label_lists(fake_generator, u
     assert len(doc.ents) == 3
     with pytest.raises(ValueError, match=r"\[E010\].*prompts"):
         nlp.add_pipe("bioselecttune_ner", name="bad", config={"prompts": "each"})
+
+
+def test_component_refuses_an_adapter_trained_on_another_registered_base(fake_generator, union_adapter_dir):
+    metadata = json.loads((union_adapter_dir / "bioselecttune.json").read_text())
+    (union_adapter_dir / "bioselecttune.json").write_text(json.dumps({**metadata, "base_model": "smollm2-135m"}))
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bioselecttune_ner", name="same", config={"adapter": str(union_adapter_dir)}).load()
+    pipe = nlp.add_pipe("bioselecttune_ner", name="other", config={"adapter": str(union_adapter_dir), "base_model": "gemma3-270m"})
+    with pytest.raises(ValueError, match=r"\[E011\].*smollm2-135m.*gemma3-270m"):
+        pipe.load()
