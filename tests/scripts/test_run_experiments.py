@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from spacy_bioselecttune.cli.convert import instruction_line
+from spacy_bioselecttune.engine.records import Record
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "run_experiments.py"
+# Block spaCy so the run proves the script needs the engine only.
+WITHOUT_SPACY = "import runpy, sys; sys.modules['spacy'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+def test_run_experiments_trains_and_scores_each_strategy_without_spacy(tmp_path, fixture_records, tiny_model_dir):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    labels = ["Disease", "Chemical"]
+    train = [Record(f"{r.id}-{copy}", r.text, r.entities) for copy in range(3) for r in fixture_records]
+    train += [Record("negative", "Nothing to see here.", ())]
+    (corpus / "tiny-train.jsonl").write_text("".join(instruction_line(r, labels) + "\n" for r in train))
+    (corpus / "tiny-dev.jsonl").write_text("".join(instruction_line(r, labels) + "\n" for r in fixture_records))
+    config = tmp_path / "train.cfg"
+    config.write_text(f'[train]\nbase_model = "{tiny_model_dir}"\n# a comment\nmax_steps = 2\nbatch_size = 4\nlora_r = 4\nlora_alpha = 8\n'
+                      'target_modules = ["q_proj", "v_proj"]\ncheckpoint_every = 0\n')
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", WITHOUT_SPACY, str(SCRIPT), "--corpus", str(corpus), "--output", str(out),
+               "--datasets", "tiny", "--config", str(config), "--set", "learning_rate=0.01", "--weak-model", str(tiny_model_dir),
+               "--device", "cpu", "--max-new-tokens", "8", "--score-batch-size", "4"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())
+    assert [row["strategy"] for row in rows] == ["full", "hybrid", "random"]
+    assert [row["train_examples"] for row in rows][0] == len(train)
+    assert rows[1]["train_examples"] == rows[2]["train_examples"] < len(train)
+    assert all(0.0 <= row["f1"] <= 1.0 and row["eval_sentences"] == len(fixture_records) for row in rows)
+    assert all(row["train_tokens_per_second"] > 0 and row["scoring_examples_per_second"] > 0 for row in rows)
+    settings = json.loads((out / "tiny" / "adapter-hybrid" / "bioselecttune.json").read_text())
+    assert settings["train_config"]["learning_rate"] == 0.01 and settings["summary"]["steps"] == 2
+    assert len((out / "tiny" / "train.scores.jsonl").read_text().splitlines()) == len(train)
+    assert "| tiny | hybrid | dev |" in (out / "results.md").read_text()
