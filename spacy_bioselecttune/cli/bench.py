@@ -1,8 +1,9 @@
 """`bench`: generation speed of a naive reference loop against the optimised `Generator`.
 
-Both runs decode the same prompts greedily. The reference calls Hugging Face `generate` batch
+Every run decodes the same prompts greedily. The reference calls Hugging Face `generate` batch
 by batch in input order with the adapter unmerged and no prefix cache; the optimised run sorts
-by length, merges the adapter and reuses the shared prompt prefix's cache.
+by length, merges the adapter and reuses the shared prompt prefix's cache. Each variant turns
+one technique off (or bf16 weights on), so its effect is measured against the same reference.
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ from ..engine.records import Entity, Record
 from ..errors import Errors
 from . import Arg, Opt, app
 
+VARIANTS: Dict[str, Dict[str, object]] = {
+    "no-prefix-cache": {"use_prefix_cache": False},
+    "unmerged": {"merge_adapter": False},
+    "bf16": {"dtype": "bfloat16"},
+}
 RESULTS_JSON = "bench.json"
 RESULTS_MARKDOWN = "bench.md"
 
@@ -66,8 +72,9 @@ def bench_cli(
     batch_size: int = Opt(8, "--batch-size", "-b", help="Prompts per batch"),
     max_new_tokens: int = Opt(64, "--max-new-tokens", help="Most tokens generated per sentence"),
     device: str = Opt("auto", "--device", "-d", help="auto, cpu, cuda or cuda:N"),
+    variants: str = Opt(",".join(VARIANTS), "--variants", help=f"Comma-separated ablations of the optimised run ({', '.join(VARIANTS)}), or none"),
 ) -> None:
-    """Compare a naive generation loop with the optimised generator on the same sentences."""
+    """Compare a naive generation loop with the optimised generator and its ablations on the same sentences."""
     runs = bench(
         input_path,
         output_dir,
@@ -78,6 +85,7 @@ def bench_cli(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         device=device,
+        variants=[] if variants.strip() in ("", "none") else [name.strip() for name in variants.split(",")],
         show_progress=True,
     )
     typer.echo(results_markdown(runs))
@@ -94,10 +102,16 @@ def bench(
     batch_size: int = 8,
     max_new_tokens: int = 64,
     device: str = "auto",
+    variants: Sequence[str] = (),
     show_progress: bool = False,
 ) -> List[BenchRun]:
-    """Run the reference loop and the optimised generator; write bench.json and bench.md to `output_dir`."""
+    """Run the reference loop, the optimised generator and its `variants`; write bench.json and bench.md."""
     labels = check_labels(labels)
+    unknown = [name for name in variants if name not in VARIANTS]
+    if unknown:
+        raise ValueError(Errors.E404.format(name="variant", value=unknown[0], allowed=list(VARIANTS)))
+    if adapter is None:
+        variants = [name for name in variants if name != "unmerged"]
     records = read_bench_records(Path(input_path), limit)
     prompts = [build_prompt(record.text, labels) for record in records]
     has_gold = any(record.entities for record in records)
@@ -105,14 +119,17 @@ def bench(
     with _PeakMemory() as memory:
         outputs, tokens, seconds = reference_generate(base_model, adapter, prompts, batch_size, max_new_tokens, device)
     runs.append(BenchRun("reference", len(prompts), seconds, tokens, *memory.peaks(), outputs=outputs))
-    with _PeakMemory() as memory:
-        generator = Generator(base_model, adapter, device, batch_size, max_new_tokens, show_progress=show_progress)
-        started = time.perf_counter()
-        token_ids = generator.generate_token_ids(prompts)
-        seconds = time.perf_counter() - started
-        outputs = [generator.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-    tokens = sum(map(len, token_ids))
-    runs.append(BenchRun("optimised", len(prompts), seconds, tokens, *memory.peaks(), outputs=outputs))
+    for name in ["optimised"] + [f"optimised, {variant}" for variant in variants]:
+        settings = VARIANTS.get(name.split(", ")[-1], {})
+        with _PeakMemory() as memory:
+            generator = Generator(base_model, adapter, device, batch_size, max_new_tokens, show_progress=show_progress, **settings)
+            generator.model  # loading is not timed, as in the reference
+            started = time.perf_counter()
+            token_ids = generator.generate_token_ids(prompts)
+            seconds = time.perf_counter() - started
+            outputs = [generator.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+        runs.append(BenchRun(name, len(prompts), seconds, sum(map(len, token_ids)), *memory.peaks(), outputs=outputs))
+        del generator
     if has_gold:
         for run in runs:
             run.f1 = _f1(records, run.outputs, labels)
@@ -258,15 +275,20 @@ def agreement(reference: BenchRun, run: BenchRun) -> float:
     return same / max(len(reference.outputs), 1)
 
 
+def speed_up(reference: BenchRun, run: BenchRun) -> float:
+    """Sentences per second relative to the reference run."""
+    return run.sentences_per_second / reference.sentences_per_second if reference.sentences_per_second else 0.0
+
+
 def results_markdown(runs: Sequence[BenchRun]) -> str:
-    """A Markdown table of the runs; agreement is with the first run's outputs."""
-    header = "| method | sentences/s | generated tokens/s | peak host MiB | peak GPU MiB | agreement | F1 |"
-    lines = [header, "|" + "---|" * 7]
+    """A Markdown table of the runs; speed-up and agreement are against the first run (the reference)."""
+    header = "| method | sentences/s | speed-up | generated tokens/s | peak host MiB | peak GPU MiB | agreement | F1 |"
+    lines = [header, "|" + "---|" * 8]
     for run in runs:
         gpu = "-" if run.peak_gpu_mib is None else f"{run.peak_gpu_mib:.0f}"
         f1 = "-" if run.f1 is None else f"{run.f1:.3f}"
         lines.append(
-            f"| {run.method} | {run.sentences_per_second:.2f} | {run.tokens_per_second:.1f} | "
+            f"| {run.method} | {run.sentences_per_second:.2f} | {speed_up(runs[0], run):.2f}x | {run.tokens_per_second:.1f} | "
             f"{run.peak_host_mib:.0f} | {gpu} | {agreement(runs[0], run):.1%} | {f1} |"
         )
     return "\n".join(lines)
@@ -276,7 +298,7 @@ def _write_results(runs: Sequence[BenchRun], output_dir: Path, settings: Dict[st
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = [
         dict(asdict(run), sentences_per_second=run.sentences_per_second, tokens_per_second=run.tokens_per_second,
-             agreement=agreement(runs[0], run))
+             agreement=agreement(runs[0], run), speed_up=speed_up(runs[0], run))
         for run in runs
     ]
     data = {"settings": settings, "runs": rows}

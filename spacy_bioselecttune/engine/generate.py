@@ -65,6 +65,7 @@ class Generator:
     adapter: LoRA adapter directory, merged into the base weights unless `merge_adapter` is False.
     device: "auto", "cpu", "cuda" or "cuda:N".
     use_prefix_cache: reuse the cached states of the prompts' shared prefix across batches.
+    dtype: weights' dtype, "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class Generator:
         show_progress: bool = False,
         merge_adapter: bool = True,
         use_prefix_cache: bool = True,
+        dtype: str = "auto",
     ) -> None:
         self.base_model = base_model
         self.adapter = adapter
@@ -86,6 +88,7 @@ class Generator:
         self.show_progress = show_progress
         self.merge_adapter = merge_adapter
         self.use_prefix_cache = use_prefix_cache
+        self.dtype = dtype
         self._model: Optional["PreTrainedModel"] = None
         self._tokenizer: Optional["PreTrainedTokenizerBase"] = None
         self._prefix: Optional[_PrefixCache] = None
@@ -106,7 +109,7 @@ class Generator:
     def _load(self) -> None:
         if self._model is None:
             self._model, self._tokenizer = load_model(
-                self.base_model, adapter=self.adapter, device=self.device, merge_adapter=self.merge_adapter
+                self.base_model, adapter=self.adapter, device=self.device, merge_adapter=self.merge_adapter, dtype=self.dtype
             )
 
     def generate(self, prompts: Sequence[str]) -> List[str]:

@@ -105,6 +105,9 @@ def resolve_base_model(name_or_path: str, show_progress: bool = False) -> str:
     return name_or_path
 
 
+DTYPES = ("auto", "float32", "bfloat16")
+
+
 def resolve_device(device: str = "auto") -> Tuple["torch.device", "torch.dtype"]:
     """The device and dtype for `device`: "auto" is CUDA with bf16 when present, else CPU with fp32."""
     import torch
@@ -143,28 +146,37 @@ def load_model(
     device: str = "auto",
     merge_adapter: bool = True,
     trainable: bool = False,
+    dtype: str = "auto",
 ) -> Tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """Load the base model (plus an optional LoRA adapter) and its tokenizer.
 
     adapter: directory written by PEFT's `save_pretrained`, or None for the bare base model.
     merge_adapter: fold the adapter into the base weights for faster inference (ignored when trainable).
     trainable: return the model in training mode, with the adapter's weights requiring gradients.
+    dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16". A merged adapter is
+        folded in at fp32 before the weights are cast.
     """
     from transformers import AutoModelForCausalLM
 
     if adapter is not None and not Path(adapter).exists():
         raise FileNotFoundError(Errors.E002.format(path=adapter))
-    torch_device, dtype = resolve_device(device)
+    import torch
+
+    torch_device, default_dtype = resolve_device(device)
+    if dtype not in DTYPES:
+        raise ValueError(Errors.E010.format(name="dtype", value=dtype, reason=f"use one of {list(DTYPES)}"))
+    weights_dtype = default_dtype if dtype == "auto" else getattr(torch, dtype)
+    merging = adapter is not None and merge_adapter and not trainable
     tokenizer = load_tokenizer(base_model)
     location = resolve_base_model(base_model)
     with _hub_errors(base_model, location):
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32 if merging else weights_dtype)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
-        if merge_adapter and not trainable:
-            model = model.merge_and_unload()
+        if merging:
+            model = model.merge_and_unload().to(weights_dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.to(torch_device)
     model.train(trainable)

@@ -23,7 +23,7 @@ from spacy.util import minibatch
 
 from ..engine.align import align_mentions
 from ..engine.answer_format import FORMAT_VERSION, build_prompt, check_labels, prompt_label_groups
-from ..engine.loading import DEFAULT_BASE_MODEL, KNOWN_MODELS
+from ..engine.loading import DEFAULT_BASE_MODEL, DTYPES, KNOWN_MODELS
 from ..engine.parser import parse_answer
 from ..engine.sentences import split_long, split_sentences
 from ..errors import Errors, Warnings, warn
@@ -44,6 +44,7 @@ DEFAULT_CONFIG = {
     "base_model": DEFAULT_BASE_MODEL,
     "adapter": None,
     "device": "auto",
+    "dtype": "auto",
     "batch_size": 16,
     "max_new_tokens": 256,
     "max_sentence_chars": 1000,
@@ -66,6 +67,7 @@ def make_bioselecttune_ner(
     base_model: str,
     adapter: Optional[str],
     device: str,
+    dtype: str,
     batch_size: int,
     max_new_tokens: int,
     max_sentence_chars: int,
@@ -78,6 +80,7 @@ def make_bioselecttune_ner(
     labels: entity types to ask for (a subset of the adapter's training labels).
     base_model: a registered model name, a checkpoint directory or a .gguf file.
     adapter: a LoRA adapter directory, a name under the package's `adapters/`, or None.
+    dtype: weights' dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
     alignment_mode: `Doc.char_span` mode for names whose offsets fall inside a token.
     prompts: "trained" asks in the label lists the adapter was trained on (one prompt per list
@@ -90,6 +93,7 @@ def make_bioselecttune_ner(
         base_model=base_model,
         adapter=adapter,
         device=device,
+        dtype=dtype,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         max_sentence_chars=max_sentence_chars,
@@ -158,6 +162,7 @@ def build_generator(
     device: str,
     batch_size: int,
     max_new_tokens: int,
+    dtype: str = "auto",
 ) -> "Generator":
     """A generator (weights load on first use) for `base_model` plus `adapter`, once the adapter is checked.
 
@@ -175,6 +180,7 @@ def build_generator(
         device=device,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        dtype=dtype,
     )
 
 
@@ -258,6 +264,7 @@ class BioSelectTuneNER(Pipe):
         base_model: str = DEFAULT_BASE_MODEL,
         adapter: Optional[Union[str, Path]] = None,
         device: str = "auto",
+        dtype: str = "auto",
         batch_size: int = 16,
         max_new_tokens: int = 256,
         max_sentence_chars: int = 1000,
@@ -267,6 +274,8 @@ class BioSelectTuneNER(Pipe):
     ) -> None:
         if alignment_mode not in ALIGNMENT_MODES:
             raise ValueError(Errors.E010.format(name="alignment_mode", value=alignment_mode, reason=f"use one of {ALIGNMENT_MODES}"))
+        if dtype not in DTYPES:
+            raise ValueError(Errors.E010.format(name="dtype", value=dtype, reason=f"use one of {DTYPES}"))
         if prompts not in PROMPT_MODES:
             raise ValueError(Errors.E010.format(name="prompts", value=prompts, reason=f"use one of {PROMPT_MODES}"))
         for option, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("max_sentence_chars", max_sentence_chars)):
@@ -278,6 +287,7 @@ class BioSelectTuneNER(Pipe):
         self.base_model = base_model
         self.adapter = None if adapter is None else str(adapter)
         self.device = device
+        self.dtype = dtype
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.max_sentence_chars = max_sentence_chars
@@ -303,7 +313,7 @@ class BioSelectTuneNER(Pipe):
         """The generator, built on first access after the adapter and labels are checked."""
         if self._generator is None:
             self._generator = build_generator(
-                self.base_model, self.adapter, self._labels, self.device, self.batch_size, self.max_new_tokens
+                self.base_model, self.adapter, self._labels, self.device, self.batch_size, self.max_new_tokens, self.dtype
             )
         return self._generator
 

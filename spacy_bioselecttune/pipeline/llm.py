@@ -82,6 +82,7 @@ class BioSelectTuneHFModel:
         batch_size: int,
         max_new_tokens: int,
         context_length: int,
+        dtype: str = "auto",
     ) -> None:
         self.base_model = base_model
         self.adapter = adapter
@@ -89,6 +90,7 @@ class BioSelectTuneHFModel:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self._context_length = context_length
+        self.dtype = dtype
         self._generator: Optional["Generator"] = None
 
     @property
@@ -100,7 +102,7 @@ class BioSelectTuneHFModel:
         """The generator, built on first use after the adapter's format version is checked."""
         if self._generator is None:
             self._generator = build_generator(
-                self.base_model, self.adapter, (), self.device, self.batch_size, self.max_new_tokens
+                self.base_model, self.adapter, (), self.device, self.batch_size, self.max_new_tokens, self.dtype
             )
         return self._generator
 
@@ -130,6 +132,7 @@ def make_hf_model(
     batch_size: int = 16,
     max_new_tokens: int = 256,
     context_length: int = 8192,
+    dtype: str = "auto",
 ) -> BioSelectTuneHFModel:
-    """A local causal LLM (plus optional LoRA adapter), loaded on first use."""
-    return BioSelectTuneHFModel(base_model, adapter, device, batch_size, max_new_tokens, context_length)
+    """A local causal LLM (plus optional LoRA adapter), loaded on first use; `dtype` as for the component."""
+    return BioSelectTuneHFModel(base_model, adapter, device, batch_size, max_new_tokens, context_length, dtype)

@@ -39,11 +39,17 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads((out / RESULTS_JSON).read_text())
-    reference, optimised = data["runs"]
-    assert (reference["method"], optimised["method"]) == ("reference", "optimised")
+    reference, optimised, no_cache, bf16 = data["runs"]
+    assert [run["method"] for run in data["runs"]] == ["reference", "optimised", "optimised, no-prefix-cache", "optimised, bf16"]
+    assert no_cache["outputs"] == reference["outputs"] and no_cache["speed_up"] > 0
+    assert bf16["sentences"] == 4 and bf16["f1"] is not None
     assert reference["sentences"] == optimised["sentences"] == 4
     assert optimised["outputs"] == reference["outputs"]
     assert optimised["agreement"] == 1.0
     assert optimised["generated_tokens"] == reference["generated_tokens"] > 0
     assert reference["f1"] is not None and optimised["peak_host_mib"] > 0
     assert "| optimised |" in (out / RESULTS_MARKDOWN).read_text()
+    result = CliRunner().invoke(app, args + ["--variants", "fast"])
+    assert result.exit_code != 0 and "E404" in str(result.exception)
+    result = CliRunner().invoke(app, args + ["--variants", "none"])
+    assert result.exit_code == 0 and len(json.loads((out / RESULTS_JSON).read_text())["runs"]) == 2

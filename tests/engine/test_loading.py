@@ -106,6 +106,19 @@ def test_adapter_merged_and_unmerged_agree(tiny_model_dir, tmp_path):
         assert not torch.allclose(merged(input_ids=ids).logits, base(input_ids=ids).logits, atol=1e-3)
 
 
+def test_bf16_weights_on_cpu_merge_at_fp32_then_cast(tiny_model_dir, tmp_path):
+    import torch
+
+    _save_adapter(tiny_model_dir, tmp_path / "adapter")
+    fp32, _ = load_model(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu")
+    bf16, _ = load_model(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    for (name, full), (_, half) in zip(fp32.named_parameters(), bf16.named_parameters()):
+        assert torch.equal(full.to(torch.bfloat16), half), name
+    with pytest.raises(ValueError, match=r"E010.*dtype"):
+        load_model(str(tiny_model_dir), device="cpu", dtype="float16")
+
+
 def test_trainable_adapter_has_trainable_lora_weights(tiny_model_dir, tmp_path):
     _save_adapter(tiny_model_dir, tmp_path / "adapter")
     model, _ = load_model(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu", trainable=True)
