@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["spacy_bioselecttune", "spacy_bioselecttune.*"]),
-    package_data={"spacy_bioselecttune": ["py.typed", "adapters/*/*"]},
+    package_data={"spacy_bioselecttune": ["py.typed", "adapters/*/*", "adapters/*/records/*/*"]},
     python_requires=">=3.9",
     install_requires=[
         "spacy>=3.7,<3.9",

@@ -119,8 +119,7 @@ def learning_rate_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
 def training_autocast(precision: str, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
     """A context factory for the forward pass: bf16 autocast (weights and gradients stay fp32) or none.
 
-    "auto" is bf16 on CUDA and fp32 on CPU, where bf16 trains about 1.4-1.8x faster on CPUs
-    with bf16 instructions but is slower on others.
+    "auto" is bf16 on CUDA and fp32 on CPU, where bf16 only pays on CPUs with bf16 instructions.
     """
     import torch
 

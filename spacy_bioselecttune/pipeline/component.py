@@ -38,11 +38,14 @@ ADAPTER_METADATA = "bioselecttune.json"
 PACKAGE_ADAPTERS = Path(__file__).parent.parent / "adapters"
 SETTINGS_FILE = "cfg"
 ADAPTER_DIR = "adapter"
+AUTO_ADAPTER = "auto"
+# The adapter shipped under `adapters/` for each registered base model, used by adapter="auto".
+SHIPPED_ADAPTERS = {"smollm2-135m": "smollm2-135m-union"}
 
 DEFAULT_CONFIG = {
     "labels": ["Disease", "Chemical", "Gene"],
     "base_model": DEFAULT_BASE_MODEL,
-    "adapter": None,
+    "adapter": AUTO_ADAPTER,
     "device": "auto",
     "dtype": "auto",
     "batch_size": 16,
@@ -79,7 +82,8 @@ def make_bioselecttune_ner(
 
     labels: entity types to ask for (a subset of the adapter's training labels).
     base_model: a registered model name, a checkpoint directory or a .gguf file.
-    adapter: a LoRA adapter directory, a name under the package's `adapters/`, or None.
+    adapter: a LoRA adapter directory, a name under the package's `adapters/`, "auto" (the adapter
+        shipped for `base_model`, if any; smollm2-135m has one) or None (the bare base model).
     dtype: weights' dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
     alignment_mode: `Doc.char_span` mode for names whose offsets fall inside a token.
@@ -113,10 +117,16 @@ class SentenceAnswer:
     labels: Tuple[str, ...] = ()
 
 
-def resolve_adapter(adapter: Optional[Union[str, Path]]) -> Optional[Path]:
-    """An adapter directory from a path or a name shipped under the package's `adapters/`."""
+def resolve_adapter(adapter: Optional[Union[str, Path]], base_model: str = DEFAULT_BASE_MODEL) -> Optional[Path]:
+    """An adapter directory from a path or a name shipped under the package's `adapters/`.
+
+    "auto" is the adapter shipped for `base_model`, or None when there is none.
+    """
     if adapter is None or str(adapter) == "":
         return None
+    if str(adapter) == AUTO_ADAPTER:
+        shipped = SHIPPED_ADAPTERS.get(base_model)
+        return None if shipped is None else resolve_adapter(shipped)
     path = Path(adapter)
     if path.is_dir():
         return path
@@ -171,7 +181,7 @@ def build_generator(
     """
     from ..engine.generate import Generator
 
-    adapter_dir = resolve_adapter(adapter)
+    adapter_dir = resolve_adapter(adapter, base_model)
     if adapter_dir is not None:
         check_adapter_labels(adapter_dir, labels, base_model)
     return Generator(
@@ -184,9 +194,11 @@ def build_generator(
     )
 
 
-def prompt_groups(adapter: Optional[Union[str, Path]], labels: Sequence[str], mode: str) -> List[Tuple[str, ...]]:
+def prompt_groups(
+    adapter: Optional[Union[str, Path]], base_model: str, labels: Sequence[str], mode: str
+) -> List[Tuple[str, ...]]:
     """The label lists to prompt with: see `prompt_label_groups`; "joint" always asks in one prompt."""
-    adapter_dir = resolve_adapter(adapter)
+    adapter_dir = resolve_adapter(adapter, base_model)
     trained = read_adapter_metadata(adapter_dir).get("label_sets", []) if adapter_dir is not None else []
     return prompt_label_groups(labels, trained if mode == "trained" else [])
 
@@ -321,7 +333,7 @@ class BioSelectTuneNER(Pipe):
     def prompt_groups(self) -> List[Tuple[str, ...]]:
         """The label lists each sentence is prompted with (one model call per list)."""
         if self._groups is None:
-            self._groups = prompt_groups(self.adapter, self._labels, self.prompts)
+            self._groups = prompt_groups(self.adapter, self.base_model, self._labels, self.prompts)
         return self._groups
 
     def load(self) -> None:
@@ -402,7 +414,7 @@ class BioSelectTuneNER(Pipe):
         """Write the settings (`cfg`) and a copy of the adapter; base weights are referenced, never saved."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        adapter_dir = resolve_adapter(self.adapter)
+        adapter_dir = resolve_adapter(self.adapter, self.base_model)
         (path / SETTINGS_FILE).write_text(json.dumps(self._settings(adapter_dir), indent=2), encoding="utf8")
         target = path / ADAPTER_DIR
         if adapter_dir is not None and adapter_dir.resolve() != target.resolve():
@@ -422,7 +434,7 @@ class BioSelectTuneNER(Pipe):
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         """The settings and the adapter's files, as msgpack; base weights are referenced, never included."""
-        adapter_dir = resolve_adapter(self.adapter)
+        adapter_dir = resolve_adapter(self.adapter, self.base_model)
         files = {}
         if adapter_dir is not None:
             files = {p.relative_to(adapter_dir).as_posix(): p.read_bytes() for p in sorted(adapter_dir.rglob("*")) if p.is_file()}

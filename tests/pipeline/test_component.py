@@ -66,7 +66,7 @@ def test_component_add_pipe_is_found_by_entry_point_and_loads_nothing():
         "print(pipe.labels, pipe.base_model, pipe.adapter, pipe.alignment_mode, pipe.is_loaded)"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert result.stdout.split("\n")[0] == "('Disease', 'Chemical', 'Gene') smollm2-135m None expand False"
+    assert result.stdout.split("\n")[0] == "('Disease', 'Chemical', 'Gene') smollm2-135m auto expand False"
 
 
 def test_component_rejects_bad_settings():
@@ -132,8 +132,10 @@ def test_component_garbage_answers_give_no_ents_and_are_counted(fake_generator):
     with pytest.warns(UserWarning, match=r"\[W001\]"):
         doc = nlp("Aspirin helps. Cisplatin harms.")
     assert len(doc.ents) == 0
-    assert doc.user_data["bioselecttune"]["parse_failures"] == 2
-    assert pipe.counts["parse_failures"] == 2
+    # the shipped adapter's label lists: two prompts for each of the two sentences
+    assert doc.user_data["bioselecttune"]["prompts"] == 4
+    assert doc.user_data["bioselecttune"]["parse_failures"] == 4
+    assert pipe.counts["parse_failures"] == 4
 
 
 def test_component_hallucinated_names_are_dropped_and_counted(fake_generator):
@@ -171,7 +173,7 @@ def test_component_long_doc_is_split_within_the_sentence_cap(fake_generator):
     text = sentence * 520 + "x" * 3000
     assert len(text) > 50_000
     nlp = spacy.blank("en")
-    nlp.add_pipe("bioselecttune_ner", config={"max_sentence_chars": 1000})
+    nlp.add_pipe("bioselecttune_ner", config={"max_sentence_chars": 1000, "adapter": None})
     doc = nlp(text)
     prompts = [prompt_text(p) for call in fake_generator.calls for p in call]
     assert len(fake_generator.calls) == 1
@@ -306,7 +308,7 @@ def test_component_to_bytes_round_trip_carries_the_adapter(memorized_model_dir, 
 
 def test_component_counts_every_kind_per_doc_and_in_total(fake_generator):
     nlp = spacy.blank("en")
-    pipe = nlp.add_pipe("bioselecttune_ner")
+    pipe = nlp.add_pipe("bioselecttune_ner", config={"adapter": None})
     docs = list(nlp.pipe(["One. Two.", "", "Three."]))
     assert [doc.user_data["bioselecttune"] for doc in docs] == [
         {"sentences": 2, "prompts": 2, "parse_failures": 0, "dropped_names": 0, "overlapping_spans": 0, "unaligned_spans": 0},
