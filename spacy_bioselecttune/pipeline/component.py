@@ -147,9 +147,9 @@ def read_adapter_metadata(adapter_dir: Path) -> Dict:
         raise ValueError(Errors.E008.format(path=metadata_path, problem=f"not valid JSON ({error})")) from error
 
 
-def check_adapter_labels(adapter_dir: Path, labels: Sequence[str], base_model: Optional[str] = None) -> None:
-    """Raise if the adapter's `bioselecttune.json` names another format version, lacks a label,
-    or names another registered base model than `base_model`."""
+def check_adapter(adapter_dir: Path, labels: Sequence[str], base_model: Optional[str] = None) -> None:
+    """Raise if the adapter's `bioselecttune.json` names another format version or registered
+    base model, or lacks one of `labels`."""
     metadata = read_adapter_metadata(adapter_dir)
     if not metadata:
         return
@@ -183,7 +183,7 @@ def build_generator(
 
     adapter_dir = resolve_adapter(adapter, base_model)
     if adapter_dir is not None:
-        check_adapter_labels(adapter_dir, labels, base_model)
+        check_adapter(adapter_dir, labels, base_model)
     return Generator(
         base_model=base_model,
         adapter=None if adapter_dir is None else str(adapter_dir),
