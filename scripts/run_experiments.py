@@ -9,7 +9,8 @@ scorer on token-aligned spans). It writes `results.json` and `results.md` to --o
     python scripts/run_experiments.py --corpus corpus --output experiments \\
         --datasets ncbi-disease --strategies full,hybrid,random --config configs/train_full.cfg
 
-Tune on `--split dev`; report `--split test` once per final configuration.
+Tune on `--split dev`; report `--split test` once per final configuration. One adapter trained on a
+mix of corpora is evaluated on each of them with `--datasets union --eval-datasets a,b,c`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -68,63 +69,79 @@ def read_train_config(path: Path, overrides: Sequence[str]) -> TrainConfig:
     return TrainConfig.from_dict(values, source=str(path))
 
 
-def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig) -> List[Dict[str, object]]:
-    """Score, curate, train and evaluate every strategy on one dataset; one result row per strategy."""
+def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row: Callable[[Dict[str, object]], None]) -> None:
+    """Score (when a strategy needs IFD), curate, train and evaluate every strategy on one dataset.
+
+    Each adapter is evaluated on every `--eval-datasets` corpus (default: the dataset itself) and
+    every split in `--split`, one result row each, handed to `on_row` as soon as it exists.
+    """
     out = args.output / dataset
     out.mkdir(parents=True, exist_ok=True)
     train = read_instruction_jsonl(args.corpus / f"{dataset}-train.jsonl")[: args.train_limit or None]
-    evaluation = read_instruction_jsonl(args.corpus / f"{dataset}-{args.split}.jsonl")[: args.eval_limit or None]
-    gold = [gold_record(example) for example in evaluation]
+    dev_path = args.corpus / f"{dataset}-dev.jsonl" if args.dev_loss else None
+    evaluations = {
+        (name, split): read_instruction_jsonl(args.corpus / f"{name}-{split}.jsonl")[: args.eval_limit or None]
+        for name in (args.eval_datasets or [dataset])
+        for split in args.splits
+    }
 
-    scores_path = out / "train.scores.jsonl"
-    scoring = score_examples(train, scores_path, args.weak_model, args.score_batch_size, args.device, show_progress=True)
-    ifds = {key: score.ifd for key, score in read_scores(scores_path).items()}
+    ifds: Dict[str, float] = {}
+    scoring_speed = None
+    if any(strategy != "full" for strategy in args.strategies):
+        scores_path = out / "train.scores.jsonl"
+        scoring = score_examples(train, scores_path, args.weak_model, args.score_batch_size, args.device, show_progress=True)
+        scoring_speed = scoring.examples_per_second
+        ifds = {key: score.ifd for key, score in read_scores(scores_path).items()}
 
-    rows = []
     for strategy in args.strategies:
-        selection = select_subset(strategy, train, ifds, ratio=args.ratio, seed=cfg.seed)
-        kept = set(selection.kept_ids)
+        if strategy == "full":
+            kept = {example.id for example in train}
+        else:
+            kept = set(select_subset(strategy, train, ifds, ratio=args.ratio, seed=cfg.seed).kept_ids)
         subset_path = out / f"train.{strategy}.jsonl"
         subset_path.write_text("".join(e.line + "\n" for e in train if e.id in kept), encoding="utf8")
         adapter_dir = out / f"adapter-{strategy}"
-        summary = train_adapter(cfg, subset_path, adapter_dir, device=args.device, show_progress=True)
+        summary = train_adapter(cfg, subset_path, adapter_dir, dev_path, device=args.device, show_progress=True)
 
         generator = Generator(cfg.base_model, str(adapter_dir), args.device, args.generate_batch_size, args.max_new_tokens)
         generator.model  # load before timing
-        start = time.perf_counter()
-        predicted = predict_records(generator, evaluation)
-        seconds = time.perf_counter() - start
-        scores = score_records(gold, predicted)
-        rows.append(
-            {
-                "dataset": dataset,
-                "strategy": strategy,
-                "split": args.split,
-                "train_examples": len(kept),
-                "p": scores.overall.precision,
-                "r": scores.overall.recall,
-                "f1": scores.overall.f1,
-                "per_label": scores.to_dict()["ents_per_type"],
-                "train_tokens_per_second": summary.tokens_per_second,
-                "train_seconds": summary.seconds,
-                "eval_sentences": len(evaluation),
-                "eval_sentences_per_second": len(evaluation) / seconds if seconds > 0 else 0.0,
-                "scoring_examples_per_second": scoring.examples_per_second,
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
+        for (name, split), evaluation in evaluations.items():
+            start = time.perf_counter()
+            predicted = predict_records(generator, evaluation)
+            seconds = time.perf_counter() - start
+            scores = score_records([gold_record(example) for example in evaluation], predicted)
+            on_row(
+                {
+                    "dataset": dataset,
+                    "strategy": strategy,
+                    "eval_dataset": name,
+                    "split": split,
+                    "train_examples": len(kept),
+                    "p": scores.overall.precision,
+                    "r": scores.overall.recall,
+                    "f1": scores.overall.f1,
+                    "per_label": scores.to_dict()["ents_per_type"],
+                    "train_tokens": summary.tokens,
+                    "train_tokens_per_second": summary.tokens_per_second,
+                    "train_seconds": summary.seconds,
+                    "final_loss": summary.final_loss,
+                    "dev_loss": summary.dev_loss,
+                    "eval_sentences": len(evaluation),
+                    "eval_sentences_per_second": len(evaluation) / seconds if seconds > 0 else 0.0,
+                    "scoring_examples_per_second": scoring_speed,
+                }
+            )
         del generator
-    return rows
 
 
 def markdown(rows: Sequence[Dict[str, object]]) -> str:
     lines = [
-        "| dataset | strategy | split | train examples | P | R | F1 | train tokens/s | eval sentences/s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | strategy | evaluated on | split | train examples | P | R | F1 | train tokens/s | eval sentences/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['dataset']} | {row['strategy']} | {row['split']} | {row['train_examples']} | {row['p']:.4f} | "
+            f"| {row['dataset']} | {row['strategy']} | {row['eval_dataset']} | {row['split']} | {row['train_examples']} | {row['p']:.4f} | "
             f"{row['r']:.4f} | {row['f1']:.4f} | {row['train_tokens_per_second']:.0f} | {row['eval_sentences_per_second']:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -138,7 +155,9 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     parser.add_argument("--strategies", default="full,hybrid,random", help="Comma-separated: full, hybrid, random, ifd")
     parser.add_argument("--config", type=Path, default=Path("configs/train_full.cfg"), help="Training settings (.cfg, [train])")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="A training override, key=value")
-    parser.add_argument("--split", default="dev", choices=("dev", "test"))
+    parser.add_argument("--split", default="dev", help="Evaluation split(s), comma-separated: dev, test")
+    parser.add_argument("--eval-datasets", default="", help="Evaluate on these datasets' splits (default: the training dataset)")
+    parser.add_argument("--dev-loss", action="store_true", help="Report the loss on <dataset>-dev.jsonl after each epoch")
     parser.add_argument("--weak-model", default="smollm2-135m")
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--device", default="auto")
@@ -150,12 +169,24 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     args = parser.parse_args(list(argv) or None)
     args.datasets = [name for name in args.datasets.split(",") if name]
     args.strategies = [name for name in args.strategies.split(",") if name]
+    args.eval_datasets = [name for name in args.eval_datasets.split(",") if name]
+    args.splits = [name for name in args.split.split(",") if name]
+    unknown = [name for name in args.splits if name not in ("dev", "test")]
+    if unknown:
+        parser.error(f"--split: unknown split {unknown[0]!r} (use dev, test)")
     cfg = read_train_config(args.config, args.overrides)
-
-    rows = [row for dataset in args.datasets for row in run_dataset(args, dataset, cfg)]
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf8")
-    (args.output / "results.md").write_text(markdown(rows), encoding="utf8")
+    rows: List[Dict[str, object]] = []
+
+    def record_row(row: Dict[str, object]) -> None:
+        """Keep the row and rewrite the results files, so an interrupted grid keeps what it finished."""
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        (args.output / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf8")
+        (args.output / "results.md").write_text(markdown(rows), encoding="utf8")
+
+    for dataset in args.datasets:
+        run_dataset(args, dataset, cfg, record_row)
     print(markdown(rows))
     return rows
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, NoReturn, Optional, Sequence
 
-import spacy
 import typer
 from tqdm import tqdm
 
@@ -24,7 +23,6 @@ from ..engine.corpora import (
 )
 from ..engine.records import Record
 from ..errors import Errors
-from ..pipeline.docs import DocConversion, new_docbin, record_to_doc
 from . import Arg, Opt, app
 
 
@@ -85,6 +83,10 @@ def convert(
     documents = list(
         read_documents(format, input_path, report, labels, label_map or {}, id_prefix=f"{name}/{split}/", limit=limit)
     )
+    import spacy  # here, so that the engine-only commands run where spaCy is not installed
+
+    from ..pipeline.docs import DocConversion, new_docbin, record_to_doc
+
     nlp = spacy.blank("en")
     doc_conversion = DocConversion()
     docbin = new_docbin()

@@ -5,8 +5,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import typer
-from spacy.cli._util import parse_config_overrides
-from thinc.api import Config
 
 from ..engine.train import TrainConfig, TrainSummary, train_adapter
 from ..errors import Errors
@@ -30,6 +28,8 @@ def train_cli(
 
     An interrupted run resumes exactly from its last checkpoint in OUTPUT_DIR.
     """
+    from spacy.cli._util import parse_config_overrides
+
     overrides: Dict[str, Any] = parse_config_overrides(ctx.args)
     if base_model is not None:
         overrides[f"{SECTION}.base_model"] = base_model
@@ -44,6 +44,8 @@ def train_cli(
 
 def load_train_config(config_path: Optional[Path] = None, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
     """The `train` section of `config_path` (or the defaults) with dotted `train.key` overrides applied."""
+    from thinc.api import Config
+
     text = config_path.read_text(encoding="utf8") if config_path is not None else f"[{SECTION}]\n"
     source = str(config_path) if config_path is not None else "the command line"
     overrides = dict(overrides or {})

@@ -39,4 +39,32 @@ def test_run_experiments_trains_and_scores_each_strategy_without_spacy(tmp_path,
     settings = json.loads((out / "tiny" / "adapter-hybrid" / "bioselecttune.json").read_text())
     assert settings["train_config"]["learning_rate"] == 0.01 and settings["summary"]["steps"] == 2
     assert len((out / "tiny" / "train.scores.jsonl").read_text().splitlines()) == len(train)
-    assert "| tiny | hybrid | dev |" in (out / "results.md").read_text()
+    assert "| tiny | hybrid | tiny | dev |" in (out / "results.md").read_text()
+
+
+def test_one_adapter_is_evaluated_on_each_named_dataset_and_split_without_scoring(tmp_path, fixture_records, tiny_model_dir):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    labels = ["Disease", "Chemical"]
+    lines = "".join(instruction_line(r, labels) + "\n" for r in fixture_records)
+    for name in ("mixed-train", "mixed-dev", "first-dev", "first-test", "second-dev", "second-test"):
+        (corpus / f"{name}.jsonl").write_text(lines)
+    config = tmp_path / "train.cfg"
+    config.write_text(f'[train]\nbase_model = "{tiny_model_dir}"\nmax_steps = 1\nbatch_size = 4\nlora_r = 4\ncheckpoint_every = 0\n')
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", WITHOUT_SPACY, str(SCRIPT), "--corpus", str(corpus), "--output", str(out),
+               "--datasets", "mixed", "--strategies", "full", "--eval-datasets", "first,second", "--split", "dev,test",
+               "--dev-loss", "--config", str(config), "--weak-model", "no-such-model", "--device", "cpu", "--max-new-tokens", "4"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())
+    assert [(row["eval_dataset"], row["split"]) for row in rows] == [("first", "dev"), ("first", "test"), ("second", "dev"), ("second", "test")]
+    assert all(row["strategy"] == "full" and row["scoring_examples_per_second"] is None for row in rows)
+    assert rows[0]["dev_loss"] is not None and rows[0]["train_examples"] == len(fixture_records)
+    assert not (out / "mixed" / "train.scores.jsonl").exists()
+
+
+def test_an_unknown_split_is_refused(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--output", str(tmp_path), "--split", "dev,tset"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown split 'tset'" in result.stderr
