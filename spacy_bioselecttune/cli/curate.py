@@ -57,9 +57,11 @@ def config_settings(
     config_path: Optional[Path], section: str, given: Dict[str, Any], defaults: Dict[str, Any]
 ) -> Dict[str, Any]:
     """Settings from the command line (not None), else the config file's `section`, else `defaults`."""
-    from thinc.api import Config
+    from_file: Dict[str, Any] = {}
+    if config_path is not None:
+        from thinc.api import Config  # only with a config file: `score` and `curate` run without thinc
 
-    from_file = Config().from_disk(config_path).get(section, {}) if config_path is not None else {}
+        from_file = Config().from_disk(config_path).get(section, {})
     unknown = sorted(set(from_file) - set(defaults))
     if unknown:
         raise ValueError(Errors.E408.format(keys=unknown, source=f"{config_path} [{section}]", known=sorted(defaults)))

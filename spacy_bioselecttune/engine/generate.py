@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 from .encoding import encode_prompt
-from .loading import DEFAULT_BASE_MODEL, load_model
+from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +124,7 @@ class Generator:
         token_ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
         order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
         completions: List[List[int]] = [[] for _ in token_ids]
-        with torch.inference_mode(), tqdm(
+        with torch.inference_mode(), attention_kernels(), tqdm(
             total=len(token_ids), unit="prompt", desc="Generating", disable=not self.show_progress
         ) as progress:
             prefix = self._shared_prefix(token_ids)

@@ -32,7 +32,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from ..errors import Errors, Warnings, warn
 from .answer_format import EMPTY_ANSWER
 from .encoding import encode_example
-from .loading import load_model
+from .loading import attention_kernels, load_model
 from .logprobs import answer_token_losses, collate, prefix_cache, shared_prompt_prefix
 
 PathLike = Union[str, Path]
@@ -265,7 +265,7 @@ def score_examples(
     scored = 0
     batches_done = 0
     start = time.perf_counter()
-    with open(output_path, "a", encoding="utf8") as out, torch.inference_mode():
+    with open(output_path, "a", encoding="utf8") as out, torch.inference_mode(), attention_kernels():
         prefix = prefix_cache(model, shared) if shared else None
         for batch in batches:
             new = [i for i in batch if examples[i].id not in finished]

@@ -20,7 +20,7 @@ from ..errors import Errors, Warnings, warn
 from .answer_format import FORMAT_VERSION
 from .encoding import EncodedExample, encode_example
 from .ifd import InstructionExample, plan_batches, read_instruction_jsonl
-from .loading import DEFAULT_BASE_MODEL, load_model
+from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import answer_token_loss_sums, collate
 
 PathLike = Union[str, Path]
@@ -279,7 +279,7 @@ def train_adapter(
     run_tokens, run_start = 0, time.perf_counter()
     last_dev: Optional[float] = None
     progress = tqdm(total=total_steps, initial=step, unit="step", desc="Training", disable=not show_progress)
-    with open(output_dir / LOG_FILE, "a", encoding="utf8") as log:
+    with open(output_dir / LOG_FILE, "a", encoding="utf8") as log, attention_kernels():
         while step < total_steps:
             lr = learning_rate_at(step, total_steps, cfg)
             for group in optimizer.param_groups:

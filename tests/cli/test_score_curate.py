@@ -136,3 +136,19 @@ def test_score_and_curate_ncbi_sentences_with_smollm2(tmp_path):
     positives = report["counts"]["positive"]
     assert positives["kept"] == math.floor(0.5 * positives["eligible"])
     assert report["counts"]["negative"]["kept"] == report["counts"]["negative"]["total"]
+
+
+def test_score_mix_and_curate_run_where_spacy_and_thinc_are_not_installed(tmp_path, instructions, tiny_model_dir):
+    blocked = "import runpy, sys; sys.modules['spacy'] = sys.modules['thinc'] = None; sys.argv[0] = 'bioselecttune'; runpy.run_module('spacy_bioselecttune', run_name='__main__')"
+
+    def run_without_spacy(*args: str) -> None:
+        result = subprocess.run([sys.executable, "-c", blocked, *map(str, args)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    scores = tmp_path / "scores.jsonl"
+    run_without_spacy("score", instructions, scores, "--model", tiny_model_dir, "--batch-size", "4", "--device", "cpu")
+    run_without_spacy("curate", instructions, scores, tmp_path / "kept.jsonl", "--strategy", "hybrid")
+    run_without_spacy("mix", tmp_path / "mixed.jsonl", instructions, "--limit", "6")
+    assert len(scores.read_text().splitlines()) == 12
+    assert 0 < len((tmp_path / "kept.jsonl").read_text().splitlines()) < 12
+    assert len((tmp_path / "mixed.jsonl").read_text().splitlines()) == 6

@@ -12,6 +12,7 @@ from spacy_bioselecttune.engine.loading import (
     KNOWN_MODELS,
     PackagedModel,
     WheelMember,
+    attention_kernels,
     cache_dir,
     load_model,
     load_tokenizer,
@@ -63,6 +64,21 @@ def test_resolve_device_cpu():
     assert resolve_device("cpu") == (torch.device("cpu"), torch.float32)
     device, dtype = resolve_device("auto")
     assert (device.type, dtype) in {("cpu", torch.float32), ("cuda", torch.bfloat16), ("cuda", torch.float32)}
+
+
+def test_attention_kernels_leave_out_cudnn_and_restore_the_flags():
+    import torch
+
+    before = torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()
+    with attention_kernels():
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+        query = torch.randn(1, 2, 5, 8)
+        mask = torch.ones(5, 5, dtype=torch.bool).tril()
+        expected = torch.softmax((query @ query.transpose(-1, -2) / 8**0.5).masked_fill(~mask, float("-inf")), -1) @ query
+        assert torch.allclose(torch.nn.functional.scaled_dot_product_attention(query, query, query, attn_mask=mask), expected, atol=1e-5)
+    assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == before
 
 
 def test_resolve_device_rejects_bad_names():
