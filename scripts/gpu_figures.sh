@@ -11,8 +11,9 @@
 #      tested on each corpus's test split;
 #   3. generation speed: the naive loop against the optimised engine and its ablations (`bench`);
 #   4. full data vs hybrid 50% vs random 50% per corpus, on the test splits.
-# DEADLINE_SECONDS stops whatever runs then and skips the rest (grid rows finished so far are kept).
-# Smoke-test settings: TRAIN_LIMIT, EVAL_LIMIT, BENCH_LIMIT, SCORE_BATCHES, EXTRA_SETTINGS (e.g. "--set max_steps=2").
+# DEADLINE_SECONDS stops whatever runs then and skips the rest (grid rows finished so far are kept);
+# the union adapter's training stops early enough (max_minutes) to leave 4 minutes for its tests.
+# Smoke-test settings: TRAIN_LIMIT, EVAL_LIMIT, BENCH_LIMIT, SCORE_BATCH, SCORE_BATCHES, EXTRA_SETTINGS (e.g. "--set max_steps=2").
 set -uo pipefail
 OUT=${1:?usage: gpu_figures.sh OUT [DEADLINE_SECONDS]}
 DEADLINE=$(( $(date +%s) + ${2:-100000} ))
@@ -20,6 +21,7 @@ PYTHON=${PYTHON:-python3}
 TRAIN_LIMIT=${TRAIN_LIMIT:-0}
 EVAL_LIMIT=${EVAL_LIMIT:-0}
 BENCH_LIMIT=${BENCH_LIMIT:-940}
+SCORE_BATCH=${SCORE_BATCH:-1024}
 read -r -a EXTRA <<< "${EXTRA_SETTINGS:-}"
 SCORE_LIMIT=()
 [[ -n "${SCORE_BATCHES:-}" ]] && SCORE_LIMIT=(--max-batches "$SCORE_BATCHES")
@@ -33,16 +35,17 @@ until_deadline() {
     timeout "$left" "$@"
 }
 experiments() {
-    until_deadline "$PYTHON" scripts/run_experiments.py --config configs/train_gpu.cfg --split test --score-batch-size 512 \
+    until_deadline "$PYTHON" scripts/run_experiments.py --config configs/train_gpu.cfg --split test --score-batch-size "$SCORE_BATCH" \
         --generate-batch-size 256 --train-limit "$TRAIN_LIMIT" --eval-limit "$EVAL_LIMIT" "${EXTRA[@]}" "$@"
 }
 
 step "1. IFD scoring speed, NCBI-disease train"
 until_deadline "$PYTHON" -m spacy_bioselecttune score corpus/ncbi-disease-train.jsonl "$OUT/score/ncbi-disease-train.scores.jsonl" \
-    --batch-size 512 "${SCORE_LIMIT[@]}" 2>&1 | tee "$OUT/score.log"
+    --batch-size "$SCORE_BATCH" "${SCORE_LIMIT[@]}" 2>&1 | tee "$OUT/score.log"
 
 step "2. Union adapter"
-experiments --output "$OUT/union" --datasets union-full --strategies full --dev-loss \
+union_minutes=$(( (DEADLINE - $(date +%s) - 240) / 60 ))
+experiments --output "$OUT/union" --datasets union-full --strategies full --dev-loss --set max_minutes=$(( union_minutes > 1 ? union_minutes : 1 )) \
     --eval-datasets ncbi-disease,bc5cdr,bc2gm 2>&1 | tee "$OUT/union.log"
 
 step "3. Generation speed"

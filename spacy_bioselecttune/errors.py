@@ -72,6 +72,8 @@ class Warnings(metaclass=_CodedMeta):
     W400 = "{path} ended in a truncated line from an interrupted run; it was cut off and those examples are scored again."
     W401 = "{count} training example(s) in {path} are longer than max_seq_len={max_len} tokens and were skipped, e.g. id {example!r}."
     W402 = "{count} score(s) in {scores} belong to no example of {input} and were ignored, e.g. id {example!r}."
+    W403 = ("Training reached max_minutes={minutes} at step {step} of {total} (epoch {epoch}) and stopped there; "
+            "the adapter in {path} is that step's, before the learning-rate schedule ended.")
     W200 = "{path}: {count} mention(s) were excluded by the conversion rules ({rules}); the conversion report lists them with examples."
 
 def warn(message: str) -> None:

@@ -6,7 +6,7 @@ prompt's tokens and then writes the answer's tokens itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Sequence
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -46,3 +46,16 @@ def encode_example(tokenizer: "PreTrainedTokenizerBase", prompt: str, answer: st
     prompt_ids = encode_prompt(tokenizer, prompt)
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     return EncodedExample(prompt_ids + answer_ids + [tokenizer.eos_token_id], len(prompt_ids))
+
+
+def encode_examples(tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str], answers: Sequence[str]) -> List[EncodedExample]:
+    """`encode_example` for many pairs at once: one batched tokenizer call for the prompts and one for the answers."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    if not prompts:
+        return []
+    lead = leading_special_ids(tokenizer)
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(list(answers), add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id]
+    return [EncodedExample(lead + p + a + eos, len(lead) + len(p)) for p, a in zip(prompt_ids, answer_ids)]

@@ -31,7 +31,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..errors import Errors, Warnings, warn
 from .answer_format import EMPTY_ANSWER
-from .encoding import encode_example
+from .encoding import encode_examples
 from .loading import attention_kernels, load_model
 from .logprobs import answer_token_losses, collate, prefix_cache, shared_prompt_prefix
 
@@ -212,7 +212,8 @@ class AnswerAloneLosses:
     def __init__(self, model, tokenizer, answers: Iterable[str], batch_size: int) -> None:
         self.model = model
         self.pad_id = tokenizer.pad_token_id
-        self.encoded = {answer: encode_example(tokenizer, "", answer) for answer in dict.fromkeys(answers)}
+        distinct_answers = list(dict.fromkeys(answers))
+        self.encoded = dict(zip(distinct_answers, encode_examples(tokenizer, [""] * len(distinct_answers), distinct_answers)))
         distinct = list(self.encoded)
         batches = plan_batches([len(self.encoded[answer].input_ids) for answer in distinct], batch_size)
         self.batch_of = {distinct[i]: [distinct[j] for j in batch] for batch in batches for i in batch}
@@ -257,14 +258,14 @@ def score_examples(
     model, tokenizer = load_model(base_model, device=device)
     model.eval()
     pad_id = tokenizer.pad_token_id
-    conditional = [encode_example(tokenizer, example.prompt, example.answer) for example in examples]
+    start = time.perf_counter()  # the speed counts tokenization and every forward pass, not loading
+    conditional = encode_examples(tokenizer, [example.prompt for example in examples], [example.answer for example in examples])
     shared = shared_prompt_prefix(conditional)
     answer_alone = AnswerAloneLosses(model, tokenizer, (example.answer for example in examples), batch_size)
     batches = plan_batches([len(encoded.input_ids) for encoded in conditional], batch_size)
     progress = tqdm(total=todo, unit="ex", desc="IFD scoring", disable=not show_progress)
     scored = 0
     batches_done = 0
-    start = time.perf_counter()
     with open(output_path, "a", encoding="utf8") as out, torch.inference_mode(), attention_kernels():
         prefix = prefix_cache(model, shared) if shared else None
         for batch in batches:

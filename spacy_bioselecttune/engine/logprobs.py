@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
@@ -87,21 +88,25 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, prefix_length: int 
     prefix_length: leave out this many leading tokens, a prefix whose states are cached (see `PrefixCache`);
         it must end before each example's last prompt token.
     """
+    import numpy
     import torch
 
     too_short = [example.answer_start for example in examples if example.answer_start <= prefix_length]
     if prefix_length and too_short:
         allowed = f"shorter than every prompt in the batch (the shortest has {min(too_short)} tokens)"
         raise ValueError(Errors.E405.format(name="prefix_length", value=prefix_length, allowed=allowed))
-    width = max(len(example.input_ids) for example in examples) - prefix_length
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    answer_mask = torch.zeros((len(examples), width), dtype=torch.bool)
-    for row, example in enumerate(examples):
-        length = len(example.input_ids) - prefix_length
-        input_ids[row, :length] = torch.tensor(example.input_ids[prefix_length:], dtype=torch.long)
-        attention_mask[row, :length] = 1
-        answer_mask[row, max(example.answer_start - prefix_length, 1) : length] = True
+    # one flat array scattered into the padded grid: no per-row tensors or nested-list parsing
+    lengths = numpy.array([len(example.input_ids) - prefix_length for example in examples])
+    starts = numpy.array([max(example.answer_start - prefix_length, 1) for example in examples])
+    positions = numpy.arange(lengths.max())[None, :]
+    in_sequence = positions < lengths[:, None]
+    grid = numpy.full(in_sequence.shape, pad_id, dtype=numpy.int64)
+    grid[in_sequence] = numpy.fromiter(
+        itertools.chain.from_iterable(example.input_ids[prefix_length:] for example in examples), dtype=numpy.int64
+    )
+    input_ids = torch.from_numpy(grid)
+    attention_mask = torch.from_numpy(in_sequence.astype(numpy.int64))
+    answer_mask = torch.from_numpy(in_sequence & (positions >= starts[:, None]))
     return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 from ..errors import Errors, Warnings, warn
 from .answer_format import FORMAT_VERSION
-from .encoding import EncodedExample, encode_example
+from .encoding import EncodedExample, encode_examples
 from .ifd import InstructionExample, plan_batches, read_instruction_jsonl
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import answer_token_loss_sums, collate
@@ -48,6 +48,7 @@ class TrainConfig:
     warmup_steps: int = 10
     epochs: int = 3  # passes over the data; ignored when max_steps > 0
     max_steps: int = 0  # optimizer steps; 0 = as many as `epochs` take
+    max_minutes: float = 0.0  # stop and save after this much training time in one run; 0 = no limit
     batch_size: int = 8  # examples per micro-batch
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     weight_decay: float = 0.0  # AdamW decay on matrices (never on biases or norms)
@@ -68,6 +69,8 @@ class TrainConfig:
         for name in ("lora_r", "batch_size", "grad_accum_steps", "max_seq_len", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(Errors.E405.format(name=name, value=getattr(self, name), allowed="an integer >= 1"))
+        if self.max_minutes < 0:
+            raise ValueError(Errors.E405.format(name="max_minutes", value=self.max_minutes, allowed="0 (no limit) or more"))
         if self.epochs < 1 and self.max_steps < 1:
             raise ValueError(Errors.E405.format(name="epochs or max_steps", value=0, allowed="at least 1"))
 
@@ -101,6 +104,7 @@ class TrainSummary:
     seconds: float
     tokens_per_second: float
     resumed_from_step: int
+    stopped_at_time_limit: bool = False
 
 
 def learning_rate_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -151,8 +155,8 @@ def encode_for_training(
 ) -> List[EncodedExample]:
     """Encode prompt + answer + EOS; skip (and warn about) examples longer than `max_seq_len`."""
     encoded, too_long = [], []
-    for example in examples:
-        item = encode_example(tokenizer, example.prompt, example.answer)
+    items = encode_examples(tokenizer, [example.prompt for example in examples], [example.answer for example in examples])
+    for example, item in zip(examples, items):
         if len(item.input_ids) > max_seq_len:
             too_long.append(example.id)
         else:
@@ -256,7 +260,8 @@ def train_adapter(
     step, micro_batch, tokens_seen = 0, 0, 0
     if (checkpoint_dir / "state.pt").is_file():
         state = torch.load(checkpoint_dir / "state.pt", map_location="cpu", weights_only=True)
-        changed = sorted(k for k, v in cfg.to_dict().items() if state["config"].get(k) != v)
+        defaults = TrainConfig().to_dict()  # settings added since the checkpoint was written
+        changed = sorted(k for k, v in cfg.to_dict().items() if state["config"].get(k, defaults[k]) != v)
         if changed:
             raise ValueError(Errors.E407.format(path=checkpoint_dir, changed=changed))
         with torch.no_grad():
@@ -311,15 +316,16 @@ def train_adapter(
             micro_batch += cfg.grad_accum_steps
             interval_losses.append(step_loss)
 
-            # dev loss at the end of each epoch and of training
+            # dev loss at the end of each epoch and of training (also when max_minutes ends it early)
             epoch_done = micro_batch // batches_per_epoch > (micro_batch - cfg.grad_accum_steps) // batches_per_epoch
+            time_up = step < total_steps and cfg.max_minutes > 0 and time.perf_counter() - run_start >= cfg.max_minutes * 60
             dev_now = None
-            if dev_set and (epoch_done or step == total_steps):
+            if dev_set and (epoch_done or step == total_steps or time_up):
                 dev_now = last_dev = dev_loss(model, dev_set, pad_id, cfg.batch_size, autocast)
 
             # log
             progress.update(1)
-            if step % cfg.log_every == 0 or step == total_steps or dev_now is not None:
+            if step % cfg.log_every == 0 or step == total_steps or time_up or dev_now is not None:
                 seconds = time.perf_counter() - interval_start
                 row = {
                     "step": step,
@@ -343,6 +349,10 @@ def train_adapter(
                 _save_checkpoint(checkpoint_dir, cfg, trainable, optimizer, step, micro_batch, tokens_seen + interval_tokens)
             if on_step is not None:
                 on_step(step, step_loss)
+            if time_up:
+                warn(Warnings.W403.format(minutes=cfg.max_minutes, step=step, total=total_steps,
+                                          epoch=round(micro_batch / batches_per_epoch, 2), path=output_dir))
+                break
     progress.close()
 
     # save: adapter (or full weights), settings and summary, loss curve; drop the checkpoint
@@ -364,6 +374,7 @@ def train_adapter(
         seconds=round(seconds, 2),
         tokens_per_second=run_tokens / seconds if seconds > 0 else 0.0,
         resumed_from_step=resumed_from,
+        stopped_at_time_limit=step < total_steps,
     )
     settings = {
         "format_version": FORMAT_VERSION,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from spacy_bioselecttune.engine.answer_format import answer_for_record, build_prompt
-from spacy_bioselecttune.engine.encoding import encode_example, encode_prompt, leading_special_ids
+from spacy_bioselecttune.engine.encoding import encode_example, encode_examples, encode_prompt, leading_special_ids
 
 LABELS = ["Disease", "Chemical"]
 
@@ -53,3 +53,12 @@ def test_encode_prompt_prepends_bos_when_the_tokenizer_adds_it(tiny_model_dir):
     assert encoded.input_ids[0] == bos
     assert encoded.input_ids.count(bos) == 1
     assert encode_example(tokenizer, "", "[]").answer_start == 1
+
+
+def test_encode_examples_matches_one_at_a_time(tokenizer, fixture_records):
+    prompts = [build_prompt(record.text, LABELS) for record in fixture_records] + [""]
+    answers = [answer_for_record(record) for record in fixture_records] + ["[]"]
+    assert encode_examples(tokenizer, prompts, answers) == [encode_example(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    assert encode_examples(tokenizer, [], []) == []
+    with pytest.raises(ValueError, match="2 prompts but 1 answers"):
+        encode_examples(tokenizer, ["a", "b"], ["[]"])

@@ -70,6 +70,23 @@ def test_collate_masks(model_and_tokenizer, fixture_records):
         assert (batch["input_ids"][row, length:] == tokenizer.pad_token_id).all()
 
 
+@pytest.mark.parametrize("prefix_length", [0, 3])
+def test_collate_equals_a_row_by_row_construction(model_and_tokenizer, fixture_records, prefix_length):
+    import torch
+
+    _, tokenizer = model_and_tokenizer
+    examples = _examples(tokenizer, fixture_records)
+    batch = collate(examples, tokenizer.pad_token_id, prefix_length)
+    width = max(len(example.input_ids) for example in examples) - prefix_length
+    for row, example in enumerate(examples):
+        ids = example.input_ids[prefix_length:]
+        assert batch["input_ids"][row].tolist() == ids + [tokenizer.pad_token_id] * (width - len(ids))
+        assert batch["attention_mask"][row].tolist() == [1] * len(ids) + [0] * (width - len(ids))
+        first = max(example.answer_start - prefix_length, 1)
+        assert batch["answer_mask"][row].tolist() == [first <= t < len(ids) for t in range(width)]
+    assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long and batch["answer_mask"].dtype == torch.bool
+
+
 def test_loss_sums_and_token_mean(model_and_tokenizer, fixture_records):
     import torch
 

@@ -188,3 +188,19 @@ def test_bf16_autocast_on_cpu_trains_and_saves_fp32_weights(tmp_path, train_json
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"] and summary.steps == 6
     assert {tensor.dtype for tensor in adapter_weights(out).values()} == {torch.float32}
+
+
+def test_max_minutes_stops_early_and_still_saves_the_adapter(tmp_path, train_jsonl, tiny_model_dir):
+    cfg = tiny_config(tiny_model_dir, max_minutes=1e-9, checkpoint_every=0)
+    with pytest.warns(UserWarning, match=r"W403.*step 1 of 6"):
+        summary = train_adapter(cfg, train_jsonl, tmp_path / "out", dev_path=train_jsonl, device="cpu")
+    assert (summary.steps, summary.stopped_at_time_limit) == (1, True) and summary.dev_loss is not None
+    assert adapter_weights(tmp_path / "out")
+    settings = json.loads((tmp_path / "out" / "bioselecttune.json").read_text())
+    assert settings["summary"]["stopped_at_time_limit"] is True
+    assert [row["step"] for row in map(json.loads, (tmp_path / "out" / "train_log.jsonl").read_text().splitlines())] == [1]
+
+
+def test_negative_max_minutes_is_refused(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"\[E405\].*max_minutes"):
+        tiny_config(tiny_model_dir, max_minutes=-1)
