@@ -12,7 +12,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy_llm.registry import registry
 
-from ..engine.answer_format import ANSWER_CUE, build_prompt, check_labels, prompt_prefix
+from ..engine.answer_format import ANSWER_CUE, build_prompt, check_labels, prompt_label_groups, prompt_prefix
 from ..engine.loading import DEFAULT_BASE_MODEL
 from ..errors import Errors
 from .component import ALIGNMENT_MODES, SentenceAnswer, annotate_doc, build_generator, doc_segments
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class BioSelectTuneNERTask:
-    """Prompts one JSON-answer instruction per sentence and maps the answers to `doc.ents`."""
+    """Prompts one JSON-answer instruction per sentence and label list, and maps the answers to `doc.ents`."""
 
     def __init__(
         self,
@@ -31,10 +31,12 @@ class BioSelectTuneNERTask:
         max_sentence_chars: int,
         alignment_mode: str,
         scorer: Callable[..., Dict[str, Any]],
+        label_groups: Optional[Sequence[Sequence[str]]] = None,
     ) -> None:
         if alignment_mode not in ALIGNMENT_MODES:
             raise ValueError(Errors.E010.format(name="alignment_mode", value=alignment_mode, reason=f"use one of {ALIGNMENT_MODES}"))
         self._labels = tuple(check_labels(labels))
+        self.groups = prompt_label_groups(self._labels, label_groups or [])
         self.max_sentence_chars = max_sentence_chars
         self.alignment_mode = alignment_mode
         self._scorer = scorer
@@ -45,25 +47,26 @@ class BioSelectTuneNERTask:
 
     @property
     def prompt_template(self) -> str:
-        return prompt_prefix(self._labels) + "{text}" + ANSWER_CUE
+        return prompt_prefix(self.groups[0]) + "{text}" + ANSWER_CUE
 
     def generate_prompts(
         self, docs: Iterable[Doc], context_length: Optional[int] = None
     ) -> Iterable[Tuple[Iterable[str], Iterable[Doc]]]:
-        """One prompt per sentence of each doc, with the whole doc as its only shard.
+        """One prompt per sentence and label list of each doc, with the whole doc as its only shard.
 
         context_length: unused; sentences are capped at `max_sentence_chars` instead.
         """
         for doc in docs:
             segments = doc_segments(doc, self.max_sentence_chars)
-            yield [build_prompt(doc.text[start:end], self._labels) for start, end in segments], [doc]
+            yield [build_prompt(doc.text[start:end], group) for group in self.groups for start, end in segments], [doc]
 
     def parse_responses(self, shards: Iterable[Iterable[Doc]], responses: Iterable[Iterable[str]]) -> Iterable[Doc]:
         """Annotate each doc with the entities its sentences' answers name."""
         for doc_shards, doc_responses in zip(shards, responses):
             (doc,) = list(doc_shards)
             segments = doc_segments(doc, self.max_sentence_chars)
-            answers = [SentenceAnswer(start, end, raw) for (start, end), raw in zip(segments, doc_responses)]
+            asked = [(start, end, group) for group in self.groups for start, end in segments]
+            answers = [SentenceAnswer(start, end, raw, group) for (start, end, group), raw in zip(asked, doc_responses)]
             annotate_doc(doc, answers, self._labels, self.alignment_mode)
             yield doc
 
@@ -119,9 +122,15 @@ def make_ner_task(
     max_sentence_chars: int = 1000,
     alignment_mode: str = "expand",
     scorer: Optional[Callable[..., Dict[str, Any]]] = None,
+    label_groups: Optional[List[List[str]]] = None,
 ) -> BioSelectTuneNERTask:
-    """The BioSelectTune JSON-answer NER task; `scorer` defaults to `bioselecttune.Scorer.v1`."""
-    return BioSelectTuneNERTask(labels, max_sentence_chars, alignment_mode, scorer or score_bioselecttune)
+    """The BioSelectTune JSON-answer NER task; `scorer` defaults to `bioselecttune.Scorer.v1`.
+
+    label_groups: the label lists the adapter was trained with (its `bioselecttune.json`
+    `label_sets`); the labels are then asked in prompts of those lists, as the component's
+    `prompts="trained"` does. None: one prompt names every label.
+    """
+    return BioSelectTuneNERTask(labels, max_sentence_chars, alignment_mode, scorer or score_bioselecttune, label_groups)
 
 
 @registry.llm_models("bioselecttune.HF.v1")

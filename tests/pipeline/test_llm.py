@@ -65,6 +65,30 @@ def test_llm_task_prompts_one_per_sentence_with_the_doc_as_shard():
     assert doc.user_data["bioselecttune"]["parse_failures"] == 1
 
 
+def test_llm_task_asks_each_trained_label_list_and_keeps_only_the_requested_labels():
+    nlp = spacy.blank("en")
+    trained = [["Gene"], ["Chemical", "Disease"]]
+    task = BioSelectTuneNERTask(["Disease", "Gene"], 1000, "expand", scorer=lambda examples: {}, label_groups=trained)
+    assert task.groups == [("Chemical", "Disease"), ("Gene",)]
+    doc = nlp.make_doc("BRCA1 binds. Aspirin eases gout.")
+    ((prompts, shards),) = list(task.generate_prompts([doc]))
+    assert len(prompts) == 4
+    assert "Chemical, Disease" in prompts[0] and "Gene" not in prompts[0] and "Chemical" not in prompts[3]
+    responses = ["[]", '[{"entity": "Chemical", "name": "Aspirin"}, {"entity": "Disease", "name": "gout"}]',
+                 '[{"entity": "Gene", "name": "BRCA1"}]', "[]"]
+    (annotated,) = list(task.parse_responses([shards], [responses]))
+    assert ents_of(annotated) == [(0, 5, "Gene"), (27, 31, "Disease")]
+    assert annotated.user_data["bioselecttune"]["sentences"] == 2
+    assert annotated.user_data["bioselecttune"]["prompts"] == 4
+
+
+def test_llm_config_takes_label_groups(tmp_path):
+    config = load_config(CONFIGS / "llm_ner.cfg")
+    config["components"]["llm"]["task"]["label_groups"] = [["Gene"], ["Disease"], ["Chemical", "Disease"]]
+    nlp = load_model_from_config(config, auto_fill=True)
+    assert nlp.get_pipe("llm").task.groups == [("Chemical", "Disease"), ("Gene",)]
+
+
 def test_llm_model_batches_prompts_of_many_docs_in_one_call(monkeypatch):
     calls = []
 
