@@ -44,8 +44,8 @@ until_deadline "$PYTHON" -m spacy_bioselecttune score corpus/ncbi-disease-train.
     --batch-size "$SCORE_BATCH" "${SCORE_LIMIT[@]}" 2>&1 | tee "$OUT/score.log"
 
 step "2. Union adapter"
-union_minutes=$(( (DEADLINE - $(date +%s) - 240) / 60 ))
-experiments --output "$OUT/union" --datasets union-full --strategies full --dev-loss --set max_minutes=$(( union_minutes > 1 ? union_minutes : 1 )) \
+union_minutes=$(awk -v left=$(( DEADLINE - $(date +%s) - 240 )) 'BEGIN { printf "%.2f", (left > 60 ? left : 60) / 60 }')
+experiments --output "$OUT/union" --datasets union-full --strategies full --dev-loss --set max_minutes="$union_minutes" \
     --eval-datasets ncbi-disease,bc5cdr,bc2gm 2>&1 | tee "$OUT/union.log"
 
 step "3. Generation speed"
