@@ -212,9 +212,8 @@ class AnswerAloneLosses:
     def __init__(self, model, tokenizer, answers: Iterable[str], batch_size: int) -> None:
         self.model = model
         self.pad_id = tokenizer.pad_token_id
-        distinct_answers = list(dict.fromkeys(answers))
-        self.encoded = dict(zip(distinct_answers, encode_examples(tokenizer, [""] * len(distinct_answers), distinct_answers)))
-        distinct = list(self.encoded)
+        distinct = list(dict.fromkeys(answers))
+        self.encoded = dict(zip(distinct, encode_examples(tokenizer, [""] * len(distinct), distinct)))
         batches = plan_batches([len(self.encoded[answer].input_ids) for answer in distinct], batch_size)
         self.batch_of = {distinct[i]: [distinct[j] for j in batch] for batch in batches for i in batch}
         self.losses: Dict[str, float] = {}
