@@ -73,7 +73,8 @@ class Warnings(metaclass=_CodedMeta):
     W401 = "{count} training example(s) in {path} are longer than max_seq_len={max_len} tokens and were skipped, e.g. id {example!r}."
     W402 = "{count} score(s) in {scores} belong to no example of {input} and were ignored, e.g. id {example!r}."
     W403 = ("Training reached max_minutes={minutes} at step {step} of {total} (epoch {epoch}) and stopped there; "
-            "the adapter in {path} is that step's, before the learning-rate schedule ended.")
+            "the adapter in {path} is that step's, before the learning-rate schedule ended. Running the same "
+            "command again continues from its checkpoint (max_minutes may change).")
     W200 = "{path}: {count} mention(s) were excluded by the conversion rules ({rules}); the conversion report lists them with examples."
 
 def warn(message: str) -> None:

@@ -30,6 +30,7 @@ LOSS_CURVE_FILE = "loss_curve.png"
 CHECKPOINT_DIR = "checkpoint"
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+RUN_LIMITS = ("max_minutes",)  # settings a resumed run may change: they bound one run, not the result
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,9 @@ def train_adapter(
     if (checkpoint_dir / "state.pt").is_file():
         state = torch.load(checkpoint_dir / "state.pt", map_location="cpu", weights_only=True)
         defaults = TrainConfig().to_dict()  # settings added since the checkpoint was written
-        changed = sorted(k for k, v in cfg.to_dict().items() if state["config"].get(k, defaults[k]) != v)
+        changed = sorted(
+            k for k, v in cfg.to_dict().items() if k not in RUN_LIMITS and state["config"].get(k, defaults[k]) != v
+        )
         if changed:
             raise ValueError(Errors.E407.format(path=checkpoint_dir, changed=changed))
         with torch.no_grad():
@@ -344,8 +347,8 @@ def train_adapter(
                 run_tokens += interval_tokens
                 interval_losses, interval_tokens, interval_start = [], 0, time.perf_counter()
 
-            # checkpoint
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            # checkpoint (also when max_minutes ends the run, so that running again continues it)
+            if time_up or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps):
                 _save_checkpoint(checkpoint_dir, cfg, trainable, optimizer, step, micro_batch, tokens_seen + interval_tokens)
             if on_step is not None:
                 on_step(step, step_loss)
@@ -387,7 +390,8 @@ def train_adapter(
     }
     (output_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf8")
     _plot_log(log_rows, output_dir / LOSS_CURVE_FILE)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if step == total_steps:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
 
 

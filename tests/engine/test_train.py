@@ -190,15 +190,26 @@ def test_bf16_autocast_on_cpu_trains_and_saves_fp32_weights(tmp_path, train_json
     assert {tensor.dtype for tensor in adapter_weights(out).values()} == {torch.float32}
 
 
-def test_max_minutes_stops_early_and_still_saves_the_adapter(tmp_path, train_jsonl, tiny_model_dir):
-    cfg = tiny_config(tiny_model_dir, max_minutes=1e-9, checkpoint_every=0)
+def test_max_minutes_stops_early_saves_the_adapter_and_a_rerun_continues_exactly(tmp_path, train_jsonl, tiny_model_dir):
+    import torch
+
+    whole = tmp_path / "whole"
+    train_adapter(tiny_config(tiny_model_dir), train_jsonl, whole, device="cpu")
+
+    limited = tmp_path / "limited"
     with pytest.warns(UserWarning, match=r"W403.*step 1 of 6"):
-        summary = train_adapter(cfg, train_jsonl, tmp_path / "out", dev_path=train_jsonl, device="cpu")
+        summary = train_adapter(tiny_config(tiny_model_dir, max_minutes=1e-9), train_jsonl, limited, dev_path=train_jsonl, device="cpu")
     assert (summary.steps, summary.stopped_at_time_limit) == (1, True) and summary.dev_loss is not None
-    assert adapter_weights(tmp_path / "out")
-    settings = json.loads((tmp_path / "out" / "bioselecttune.json").read_text())
+    assert adapter_weights(limited) and (limited / "checkpoint" / "state.pt").is_file()
+    settings = json.loads((limited / "bioselecttune.json").read_text())
     assert settings["summary"]["stopped_at_time_limit"] is True
-    assert [row["step"] for row in map(json.loads, (tmp_path / "out" / "train_log.jsonl").read_text().splitlines())] == [1]
+    assert [row["step"] for row in map(json.loads, (limited / "train_log.jsonl").read_text().splitlines())] == [1]
+
+    summary = train_adapter(tiny_config(tiny_model_dir), train_jsonl, limited, device="cpu")  # no limit this time
+    assert (summary.resumed_from_step, summary.steps, summary.stopped_at_time_limit) == (1, 6, False)
+    assert not (limited / "checkpoint").exists()
+    expected, found = adapter_weights(whole), adapter_weights(limited)
+    assert all(torch.allclose(expected[k], found[k], rtol=0, atol=1e-7) for k in expected)
 
 
 def test_negative_max_minutes_is_refused(tiny_model_dir):
