@@ -3,7 +3,8 @@
 Every run decodes the same prompts greedily. The reference calls Hugging Face `generate` batch
 by batch in input order with the adapter unmerged and no prefix cache; the optimised run sorts
 by length, merges the adapter and reuses the shared prompt prefix's cache. Each variant turns
-one technique off (or bf16 weights on), so its effect is measured against the same reference.
+one technique off (or on: bf16 weights; int8 Linear layers, CPU only), so its effect is
+measured against the same reference.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ..engine.answer_format import build_prompt, check_labels
 from ..engine.corpora import read_records
 from ..engine.encoding import encode_prompt
 from ..engine.generate import ArrayCloseTracker, Generator
-from ..engine.loading import DEFAULT_BASE_MODEL, load_model
+from ..engine.loading import DEFAULT_BASE_MODEL, int8_linear_layers, load_model, resolve_device
 from ..engine.metrics import score_records
 from ..engine.parser import parse_answer
 from ..engine.records import Entity, Record
@@ -32,6 +33,7 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "no-prefix-cache": {"use_prefix_cache": False},
     "unmerged": {"merge_adapter": False},
     "bf16": {"dtype": "bfloat16"},
+    "int8": {"prepare": int8_linear_layers},
 }
 RESULTS_JSON = "bench.json"
 RESULTS_MARKDOWN = "bench.md"
@@ -112,6 +114,8 @@ def bench(
         raise ValueError(Errors.E404.format(name="variant", value=unknown[0], allowed=list(VARIANTS)))
     if adapter is None:
         variants = [name for name in variants if name != "unmerged"]
+    if resolve_device(device)[0].type != "cpu":
+        variants = [name for name in variants if name != "int8"]  # dynamic int8 kernels exist on the CPU only
     records = read_bench_records(Path(input_path), limit)
     prompts = [build_prompt(record.text, labels) for record in records]
     has_gold = any(record.entities for record in records)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
@@ -66,6 +66,7 @@ class Generator:
     device: "auto", "cpu", "cuda" or "cuda:N".
     use_prefix_cache: reuse the cached states of the prompts' shared prefix across batches.
     dtype: weights' dtype, "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
+    prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Generator:
         merge_adapter: bool = True,
         use_prefix_cache: bool = True,
         dtype: str = "auto",
+        prepare: Optional[Callable[["PreTrainedModel"], "PreTrainedModel"]] = None,
     ) -> None:
         self.base_model = base_model
         self.adapter = adapter
@@ -89,6 +91,7 @@ class Generator:
         self.merge_adapter = merge_adapter
         self.use_prefix_cache = use_prefix_cache
         self.dtype = dtype
+        self.prepare = prepare
         self._model: Optional["PreTrainedModel"] = None
         self._tokenizer: Optional["PreTrainedTokenizerBase"] = None
         self._prefix: Optional[_PrefixCache] = None
@@ -108,9 +111,10 @@ class Generator:
 
     def _load(self) -> None:
         if self._model is None:
-            self._model, self._tokenizer = load_model(
+            model, self._tokenizer = load_model(
                 self.base_model, adapter=self.adapter, device=self.device, merge_adapter=self.merge_adapter, dtype=self.dtype
             )
+            self._model = self.prepare(model) if self.prepare is not None else model
 
     def generate(self, prompts: Sequence[str]) -> List[str]:
         """Raw completions for `prompts`, in input order, without the EOS token."""

@@ -139,6 +139,17 @@ def attention_kernels() -> contextlib.AbstractContextManager:
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
+def int8_linear_layers(model: "PreTrainedModel") -> "PreTrainedModel":
+    """The model with every Linear layer quantized to int8 on the fly (dynamic quantization; CPU only)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the eager API's notice that it is moving to torchao
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def load_tokenizer(base_model: str = DEFAULT_BASE_MODEL) -> "PreTrainedTokenizerBase":
     """The base model's tokenizer, with a pad token and left padding for batched generation."""
     from transformers import AutoTokenizer

@@ -99,3 +99,19 @@ def test_generate_with_the_embedded_model():
     assert all(isinstance(output, str) and output.strip() for output in outputs)
     generator.use_prefix_cache = False
     assert generator.generate(prompts) == outputs
+
+
+def test_prepare_is_applied_once_to_the_loaded_model(tiny_model_dir):
+    from spacy_bioselecttune.engine.loading import int8_linear_layers
+
+    seen = []
+
+    def prepare(model):
+        seen.append(model)
+        return int8_linear_layers(model)
+
+    generator = Generator(str(tiny_model_dir), device="cpu", max_new_tokens=4, prepare=prepare)
+    assert len(generator.generate(["Aspirin", "Gout"])) == 2
+    generator.generate(["Flu"])
+    assert len(seen) == 1
+    assert type(generator.model.model.layers[0].self_attn.q_proj).__module__.startswith("torch.ao.nn.quantized.dynamic")
