@@ -75,10 +75,7 @@ def profile_training(args: argparse.Namespace, base_model: str) -> Dict[str, obj
     averages = profiler.key_averages()
     tables = {"by_cpu_time": averages.table(sort_by="self_cpu_time_total", row_limit=args.rows)}
     if cuda:
-        try:
-            tables["by_gpu_time"] = averages.table(sort_by="self_device_time_total", row_limit=args.rows)
-        except (AttributeError, KeyError, ValueError):  # older torch names it after CUDA
-            tables["by_gpu_time"] = averages.table(sort_by="self_cuda_time_total", row_limit=args.rows)
+        tables["by_gpu_time"] = averages.table(sort_by="self_device_time_total", row_limit=args.rows)
     for name, table in tables.items():
         (args.output / f"train_{name}.txt").write_text(table + "\n", encoding="utf8")
     return {

@@ -84,6 +84,7 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         for name in (args.eval_datasets or [dataset])
         for split in args.splits
     }
+    golds = {key: [gold_record(example) for example in evaluation] for key, evaluation in evaluations.items()}
 
     ifds: Dict[str, float] = {}
     scoring_speed = None
@@ -94,10 +95,7 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         ifds = {key: score.ifd for key, score in read_scores(scores_path).items()}
 
     for strategy in args.strategies:
-        if strategy == "full":
-            kept = {example.id for example in train}
-        else:
-            kept = set(select_subset(strategy, train, ifds, ratio=args.ratio, seed=cfg.seed).kept_ids)
+        kept = set(select_subset(strategy, train, ifds, ratio=args.ratio, seed=cfg.seed).kept_ids)
         subset_path = out / f"train.{strategy}.jsonl"
         subset_path.write_text("".join(e.line + "\n" for e in train if e.id in kept), encoding="utf8")
         adapter_dir = out / f"adapter-{strategy}"
@@ -109,7 +107,7 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
             start = time.perf_counter()
             predicted = predict_records(generator, evaluation)
             seconds = time.perf_counter() - start
-            scores = score_records([gold_record(example) for example in evaluation], predicted)
+            scores = score_records(golds[name, split], predicted)
             on_row(
                 {
                     "dataset": dataset,

@@ -344,11 +344,12 @@ def _eligibility(
     for example in examples:
         name = "positive" if example.positive else "negative"
         counts[name].total += 1
-        value = ifds[example.id]
-        if name not in filtered:
+        if name not in filtered:  # no score needed: `full` selects without any
             counts[name].eligible += 1
             eligible[name].append(example)
-        elif value is None:
+            continue
+        value = ifds[example.id]
+        if value is None:
             counts[name].excluded_nonfinite += 1
         elif value >= 1.0:
             counts[name].excluded_ifd_ge_1 += 1
