@@ -46,6 +46,7 @@ class Errors(metaclass=_CodedMeta):
     E407 = "Checkpoint {path} was written with different settings ({changed}); delete it or choose another output directory."
     E408 = "Unknown training setting(s) {keys} in {source}; known settings are {known}."
     E410 = "{path}: example {number} has id {id!r}, which already came from {first}; mixed inputs need distinct ids."
+    E411 = "Cannot start training from the adapter in {path}: {problem}."
     E409 = "{path} line {line} was scored by the weak model {found!r}, not {model!r}; write these scores to another file."
     E200 = "{path} line {line}: the bytes are not UTF-8 ({reason}); convert the file to UTF-8."
     E201 = "{path} line {line}: malformed PubTator line, expected {expected}; got {value!r}."

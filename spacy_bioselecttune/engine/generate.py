@@ -1,8 +1,11 @@
 """Batched greedy decoding of prompts into raw JSON answers.
 
 Prompts are sorted by length and decoded in left-padded batches. The key/value cache of the
-token prefix all prompts share (the instruction) is computed once and reused by every batch,
-each row stops as soon as its JSON array closes or it writes EOS, and finished rows leave the batch.
+token prefix all prompts share (the instruction) is computed once and reused by every batch.
+Each row stops as soon as its JSON array closes or it writes EOS. Two decoding loops give the
+same answers: the dynamic loop drops finished rows from the batch and suits the CPU; the
+static loop (`static_decode.py`) keeps fixed shapes so that on CUDA each decode step is one
+replayed CUDA graph.
 """
 from __future__ import annotations
 
@@ -11,8 +14,13 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from ..errors import Errors
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
+from .static_decode import StaticDecoder, rounded_cache_length, supports_static_cache
+
+DECODINGS = ("auto", "dynamic", "static")
+GRAPH_SYNC_STEPS = 8  # replayed decode steps between looks at the tokens (finished rows may idle this long)
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +75,8 @@ class Generator:
     use_prefix_cache: reuse the cached states of the prompts' shared prefix across batches.
     dtype: weights' dtype, "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
+    decoding: "dynamic" (finished rows leave the batch), "static" (fixed shapes; a CUDA graph per
+        decode step on CUDA) or "auto" (static on CUDA where the model allows it, else dynamic).
     """
 
     def __init__(
@@ -81,7 +91,10 @@ class Generator:
         use_prefix_cache: bool = True,
         dtype: str = "auto",
         prepare: Optional[Callable[["PreTrainedModel"], "PreTrainedModel"]] = None,
+        decoding: str = "auto",
     ) -> None:
+        if decoding not in DECODINGS:
+            raise ValueError(Errors.E010.format(name="decoding", value=decoding, reason=f"use one of {list(DECODINGS)}"))
         self.base_model = base_model
         self.adapter = adapter
         self.device = device
@@ -92,6 +105,9 @@ class Generator:
         self.use_prefix_cache = use_prefix_cache
         self.dtype = dtype
         self.prepare = prepare
+        self.decoding = decoding
+        self._static: Optional[bool] = None
+        self._decoder: Optional[StaticDecoder] = None
         self._model: Optional["PreTrainedModel"] = None
         self._tokenizer: Optional["PreTrainedTokenizerBase"] = None
         self._prefix: Optional[_PrefixCache] = None
@@ -132,9 +148,15 @@ class Generator:
             total=len(token_ids), unit="prompt", desc="Generating", disable=not self.show_progress
         ) as progress:
             prefix = self._shared_prefix(token_ids)
+            static = self._uses_static_decoding()
+            rows = min(self.batch_size, 1 << (len(order) - 1).bit_length()) if order else 0  # graphs reused across calls
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                outputs = self._decode_batch([token_ids[i] for i in batch], prefix)
+                prompts_ids = [token_ids[i] for i in batch]
+                if static:
+                    outputs = self._decode_batch_static(prompts_ids, prefix, rows)
+                else:
+                    outputs = self._decode_batch(prompts_ids, prefix)
                 for index, generated in zip(batch, outputs):
                     completions[index] = generated
                 progress.update(len(batch))
@@ -223,6 +245,64 @@ class Generator:
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], 1)
             positions = positions[:, -1:] + 1
         return generated
+
+    def _uses_static_decoding(self) -> bool:
+        """Resolve `decoding` once the model is loaded."""
+        if self._static is None:
+            supported = supports_static_cache(self.model)
+            if self.decoding == "static" and not supported:
+                raise ValueError(Errors.E010.format(
+                    name="decoding", value="static", reason="this model's cache has sliding-window layers; use dynamic"))
+            self._static = supported and (self.decoding == "static" or (
+                self.decoding == "auto" and self.model.device.type == "cuda"))
+        return self._static
+
+    def _decode_batch_static(self, token_ids: List[List[int]], prefix: Optional[_PrefixCache], rows: int) -> List[List[int]]:
+        """Greedy continuations of one batch with the static decoder, padded to `rows` rows with copies of its last prompt."""
+        prefix_length = len(prefix.token_ids) if prefix else 0
+        suffixes = [ids[prefix_length:] for ids in token_ids]
+        decoder = self._static_decoder(rows, prefix_length + max(len(ids) for ids in suffixes))
+        if prefix and decoder.prefix_tokens != prefix.token_ids:
+            decoder.set_prefix(prefix.token_ids, prefix.past_key_values)
+        padded = suffixes + [suffixes[-1]] * (rows - len(suffixes))
+        eos_ids = self._eos_ids()
+        trackers = [ArrayCloseTracker() for _ in suffixes]
+        generated: List[List[int]] = [[] for _ in suffixes]
+        open_rows = set(range(len(suffixes)))
+
+        def take(row: int, token: int) -> None:
+            if token in eos_ids:
+                open_rows.discard(row)
+                return
+            generated[row].append(token)
+            if trackers[row].feed(self._token_text(token)):
+                open_rows.discard(row)
+
+        for row, token in enumerate(decoder.prefill(padded, prefix_length, self.tokenizer.pad_token_id)[: len(suffixes)]):
+            take(row, token)
+        chunk = GRAPH_SYNC_STEPS if decoder.graph is not None else 1
+        while open_rows:
+            steps = decoder.decode(chunk)
+            if not steps or not steps[0]:
+                break
+            for row in sorted(open_rows):
+                for token in steps[row]:
+                    take(row, token)
+                    if row not in open_rows:
+                        break
+        return generated
+
+    def _static_decoder(self, rows: int, prompt_slots: int) -> StaticDecoder:
+        """The current static decoder if `rows` rows of `prompt_slots` plus the new tokens fit it, else a new one."""
+        max_steps = max(0, self.max_new_tokens - 1)
+        decoder = self._decoder
+        if decoder is None or decoder.batch_size != rows or decoder.cache_length < prompt_slots + max_steps:
+            self._decoder = None  # free the old cache before allocating the new one
+            use_graph = self.model.device.type == "cuda"
+            decoder = self._decoder = StaticDecoder(
+                self.model, rows, rounded_cache_length(prompt_slots + max_steps), max_steps, self._cache_argument(), use_graph
+            )
+        return decoder
 
     def _cache_argument(self) -> str:
         """The forward argument that takes the key/value cache (`cache` in newer transformers)."""

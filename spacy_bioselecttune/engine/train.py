@@ -30,7 +30,7 @@ LOSS_CURVE_FILE = "loss_curve.png"
 CHECKPOINT_DIR = "checkpoint"
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
-RUN_LIMITS = ("max_minutes",)  # settings a resumed run may change: they bound one run, not the result
+RUN_LIMITS = ("max_minutes", "compile")  # settings a resumed run may change: they bound or speed up one run
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class TrainConfig:
     lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.05
     target_modules: Union[str, Tuple[str, ...]] = "all-linear"  # module names, or "all-linear"
+    init_adapter: str = ""  # start from this adapter directory's LoRA weights (continued training); "" = fresh
     learning_rate: float = 2e-4  # peak learning rate, reached after warmup
     min_lr_ratio: float = 0.1  # the schedule decays to learning_rate * min_lr_ratio
     lr_schedule: str = "cosine"  # cosine, linear or constant after warmup
@@ -56,6 +57,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 = no clipping
     max_seq_len: int = 512  # longer examples are skipped and counted
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16 autocast
+    compile: bool = False  # torch.compile the decoder: fused kernels, fewer launches (for GPUs that wait on the host)
     seed: int = 0
     log_every: int = 10  # optimizer steps per log line
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints; 0 = none
@@ -72,6 +74,8 @@ class TrainConfig:
                 raise ValueError(Errors.E405.format(name=name, value=getattr(self, name), allowed="an integer >= 1"))
         if self.max_minutes < 0:
             raise ValueError(Errors.E405.format(name="max_minutes", value=self.max_minutes, allowed="0 (no limit) or more"))
+        if self.init_adapter and self.full_finetune:
+            raise ValueError(Errors.E405.format(name="init_adapter", value=self.init_adapter, allowed='"" with full_finetune'))
         if self.epochs < 1 and self.max_steps < 1:
             raise ValueError(Errors.E405.format(name="epochs or max_steps", value=0, allowed="at least 1"))
 
@@ -179,6 +183,34 @@ def trained_label_sets(examples: Sequence[InstructionExample]) -> List[List[str]
     return [list(labels) for labels in dict.fromkeys(example.labels for example in examples if example.labels)]
 
 
+def load_initial_adapter(model, cfg: TrainConfig) -> None:
+    """Copy the LoRA weights of `cfg.init_adapter` into `model`; its rank, alpha and modules must match."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    directory = Path(cfg.init_adapter)
+    config_path, weights_path = directory / "adapter_config.json", directory / "adapter_model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise ValueError(Errors.E411.format(path=directory, problem="no adapter_config.json and adapter_model.safetensors"))
+    saved = json.loads(config_path.read_text(encoding="utf8"))
+    wanted = {"r": cfg.lora_r, "lora_alpha": cfg.lora_alpha}
+    if not isinstance(cfg.target_modules, str):
+        wanted["target_modules"] = sorted(cfg.target_modules)
+        saved["target_modules"] = sorted(saved.get("target_modules") or [])
+    differ = {key: (saved.get(key), value) for key, value in wanted.items() if saved.get(key) != value}
+    if differ:
+        found = ", ".join(f"{key} {old!r} (training asks for {new!r})" for key, (old, new) in differ.items())
+        raise ValueError(Errors.E411.format(path=directory, problem=f"it has {found}"))
+    weights = load_file(str(weights_path))
+    result = set_peft_model_state_dict(model, weights)
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    loaded = {name for name in expected if name not in set(result.missing_keys)}
+    if result.unexpected_keys or loaded != expected:
+        missing = sorted(expected - loaded)
+        problem = f"{len(result.unexpected_keys)} unexpected and {len(missing)} missing LoRA tensors"
+        raise ValueError(Errors.E411.format(path=directory, problem=problem))
+
+
 def dev_loss(model, examples: Sequence[EncodedExample], pad_id: int, batch_size: int, autocast) -> float:
     """Mean cross-entropy per answer token over `examples`, without dropout or gradients."""
     import torch
@@ -239,7 +271,11 @@ def train_adapter(
             target_modules=target,
         )
         model = get_peft_model(model, lora)
+        if cfg.init_adapter:
+            load_initial_adapter(model, cfg)
     model.train()
+    if cfg.compile:  # in place: parameter names, checkpoints and the saved adapter stay as they are
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).get_decoder().compile(dynamic=True)
     model_device = next(model.parameters()).device
     autocast = training_autocast(cfg.precision, model_device.type)
     pad_id = tokenizer.pad_token_id

@@ -115,3 +115,45 @@ def test_prepare_is_applied_once_to_the_loaded_model(tiny_model_dir):
     generator.generate(["Flu"])
     assert len(seen) == 1
     assert type(generator.model.model.layers[0].self_attn.q_proj).__module__.startswith("torch.ao.nn.quantized.dynamic")
+
+
+def test_static_decoding_gives_the_dynamic_loops_tokens(trained_model_dir, tiny_model_dir, fixture_records):
+    prompts = _prompts(fixture_records)
+    for model_dir in (trained_model_dir, tiny_model_dir):
+        for batch_size, prefix in ((3, True), (2, False), (8, True)):
+            settings = dict(device="cpu", batch_size=batch_size, max_new_tokens=25, use_prefix_cache=prefix)
+            dynamic = Generator(str(model_dir), decoding="dynamic", **settings)
+            static = Generator(str(model_dir), decoding="static", **settings)
+            assert static.generate_token_ids(prompts) == dynamic.generate_token_ids(prompts)
+            # later calls reuse the decoder (fewer rows, shorter prompts) or replace it
+            assert static.generate_token_ids(prompts[:2]) == dynamic.generate_token_ids(prompts[:2])
+            assert static.generate_token_ids(prompts[-1:]) == dynamic.generate_token_ids(prompts[-1:])
+    static = Generator(str(trained_model_dir), device="cpu", batch_size=4, max_new_tokens=60, decoding="static")
+    assert static.generate(prompts[:4]) == [answer_for_record(r) for r in fixture_records]
+
+
+def test_static_decoder_is_reused_while_batches_fit(tiny_model_dir, fixture_records):
+    prompts = _prompts(fixture_records)
+    generator = Generator(str(tiny_model_dir), device="cpu", batch_size=4, max_new_tokens=10, decoding="static")
+    generator.generate_token_ids(prompts)
+    first = generator._decoder
+    assert first.batch_size == 4 and first.cache_length % 64 == 0 and first.graph is None
+    generator.generate_token_ids(prompts[1:])
+    assert generator._decoder is first
+    generator.generate_token_ids(prompts[:1])  # one prompt: a one-row decoder
+    assert generator._decoder.batch_size == 1
+
+
+def test_decoding_setting_is_checked(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"\[E010\].*decoding"):
+        Generator(str(tiny_model_dir), decoding="graphs")
+    assert Generator(str(tiny_model_dir), device="cpu")._uses_static_decoding() is False  # auto: dynamic on the CPU
+
+
+@pytest.mark.gpu
+def test_cuda_graph_decoding_gives_the_dynamic_loops_answers(trained_model_dir, fixture_records):
+    prompts = _prompts(fixture_records) * 5
+    dynamic = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40, decoding="dynamic")
+    graphed = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40)
+    assert graphed.generate(prompts) == dynamic.generate(prompts)
+    assert graphed._decoder.graph is not None

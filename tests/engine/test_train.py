@@ -215,3 +215,48 @@ def test_max_minutes_stops_early_saves_the_adapter_and_a_rerun_continues_exactly
 def test_negative_max_minutes_is_refused(tiny_model_dir):
     with pytest.raises(ValueError, match=r"\[E405\].*max_minutes"):
         tiny_config(tiny_model_dir, max_minutes=-1)
+
+
+def test_training_can_start_from_a_saved_adapter(tmp_path, train_jsonl, tiny_model_dir):
+    import torch
+
+    first = tmp_path / "first"
+    train_adapter(tiny_config(tiny_model_dir), train_jsonl, first, device="cpu")
+    frozen = tmp_path / "frozen"  # learning rate 0: the weights it saves are the ones it started from
+    train_adapter(tiny_config(tiny_model_dir, init_adapter=str(first), learning_rate=0.0, max_steps=1), train_jsonl,
+                  frozen, device="cpu")
+    expected, found = adapter_weights(first), adapter_weights(frozen)
+    assert expected.keys() == found.keys()
+    assert all(torch.equal(expected[k], found[k]) for k in expected)
+
+    def first_loss(directory: Path) -> float:
+        return json.loads((directory / "train_log.jsonl").read_text().splitlines()[0])["loss"]
+
+    assert first_loss(frozen) < first_loss(first)
+
+
+def test_starting_from_an_adapter_of_another_shape_is_refused(tmp_path, train_jsonl, tiny_model_dir):
+    first = tmp_path / "first"
+    train_adapter(tiny_config(tiny_model_dir, max_steps=1), train_jsonl, first, device="cpu")
+    with pytest.raises(ValueError, match=r"\[E411\].*has r 4 \(training asks for 8\)"):
+        train_adapter(tiny_config(tiny_model_dir, init_adapter=str(first), lora_r=8), train_jsonl, tmp_path / "b", device="cpu")
+    with pytest.raises(ValueError, match=r"\[E411\].*no adapter_config.json"):
+        train_adapter(tiny_config(tiny_model_dir, init_adapter=str(tmp_path)), train_jsonl, tmp_path / "c", device="cpu")
+    with pytest.raises(ValueError, match=r"\[E405\].*init_adapter"):
+        tiny_config(tiny_model_dir, init_adapter=str(first), full_finetune=True)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_training(tmp_path, train_jsonl, tiny_model_dir):
+    import torch
+    from torch._dynamo.utils import counters
+
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    train_adapter(tiny_config(tiny_model_dir, max_steps=3, lora_dropout=0.0), train_jsonl, eager, device="cpu")
+    counters.clear()
+    train_adapter(tiny_config(tiny_model_dir, max_steps=3, lora_dropout=0.0, compile=True), train_jsonl, compiled,
+                  dev_path=train_jsonl, device="cpu")
+    assert counters["stats"]["unique_graphs"] >= 1  # the decoder ran compiled
+    expected, found = adapter_weights(eager), adapter_weights(compiled)
+    assert expected.keys() == found.keys()
+    assert all(torch.allclose(expected[k], found[k], rtol=1e-3, atol=1e-5) for k in expected)
