@@ -69,6 +69,7 @@ class Warnings(metaclass=_CodedMeta):
     W001 = "Model output could not be parsed as a JSON list of entities ({reason}); treated as no entities: {raw!r}"
     W002 = "{count} predicted name(s) do not occur in the text and were dropped, e.g. {example!r}."
     W003 = "{count} predicted item(s) had a label outside {labels} and were dropped, e.g. {example!r}."
+    W004 = "Capturing the decode step as a CUDA graph failed ({error}); this generator decodes with the dynamic loop instead."
     W300 = "{count} predicted span(s) were not added to doc.ents: {overlapping} overlapped other entities and {unaligned} did not map to tokens, e.g. {example!r}."
     W400 = "{path} ended in a truncated line from an interrupted run; it was cut off and those examples are scored again."
     W401 = "{count} training example(s) in {path} are longer than max_seq_len={max_len} tokens and were skipped, e.g. id {example!r}."

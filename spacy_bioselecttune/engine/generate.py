@@ -14,7 +14,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from ..errors import Errors
+from ..errors import Errors, Warnings, warn
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .static_decode import StaticDecoder, rounded_cache_length, supports_static_cache
@@ -148,13 +148,12 @@ class Generator:
             total=len(token_ids), unit="prompt", desc="Generating", disable=not self.show_progress
         ) as progress:
             prefix = self._shared_prefix(token_ids)
-            static = self._uses_static_decoding()
-            rows = min(self.batch_size, 1 << (len(order) - 1).bit_length()) if order else 0  # graphs reused across calls
+            decoder = self._static_decoder(len(order), len(token_ids[order[0]])) if order else None
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
                 prompts_ids = [token_ids[i] for i in batch]
-                if static:
-                    outputs = self._decode_batch_static(prompts_ids, prefix, rows)
+                if decoder is not None:
+                    outputs = self._decode_batch_static(prompts_ids, prefix, decoder)
                 else:
                     outputs = self._decode_batch(prompts_ids, prefix)
                 for index, generated in zip(batch, outputs):
@@ -257,14 +256,15 @@ class Generator:
                 self.decoding == "auto" and self.model.device.type == "cuda"))
         return self._static
 
-    def _decode_batch_static(self, token_ids: List[List[int]], prefix: Optional[_PrefixCache], rows: int) -> List[List[int]]:
-        """Greedy continuations of one batch with the static decoder, padded to `rows` rows with copies of its last prompt."""
+    def _decode_batch_static(
+        self, token_ids: List[List[int]], prefix: Optional[_PrefixCache], decoder: StaticDecoder
+    ) -> List[List[int]]:
+        """Greedy continuations of one batch with the static decoder, padded to its rows with copies of the last prompt."""
         prefix_length = len(prefix.token_ids) if prefix else 0
-        suffixes = [ids[prefix_length:] for ids in token_ids]
-        decoder = self._static_decoder(rows, prefix_length + max(len(ids) for ids in suffixes))
         if prefix and decoder.prefix_tokens != prefix.token_ids:
             decoder.set_prefix(prefix.token_ids, prefix.past_key_values)
-        padded = suffixes + [suffixes[-1]] * (rows - len(suffixes))
+        suffixes = [ids[prefix_length:] for ids in token_ids]
+        padded = suffixes + [suffixes[-1]] * (decoder.batch_size - len(suffixes))
         eos_ids = self._eos_ids()
         trackers = [ArrayCloseTracker() for _ in suffixes]
         generated: List[List[int]] = [[] for _ in suffixes]
@@ -292,17 +292,37 @@ class Generator:
                         break
         return generated
 
-    def _static_decoder(self, rows: int, prompt_slots: int) -> StaticDecoder:
-        """The current static decoder if `rows` rows of `prompt_slots` plus the new tokens fit it, else a new one."""
+    def _static_decoder(self, prompts: int, longest_prompt: int) -> Optional[StaticDecoder]:
+        """A static decoder for batches of these prompts, or None to decode with the dynamic loop.
+
+        Rows: the batch size, or the next power of two above a smaller number of prompts, so
+        that calls with similar numbers of prompts share one decoder (and its CUDA graph). The
+        current decoder is kept while the prompts fit it.
+        """
+        if not self._uses_static_decoding():
+            return None
+        rows = min(self.batch_size, 1 << (prompts - 1).bit_length())
         max_steps = max(0, self.max_new_tokens - 1)
         decoder = self._decoder
-        if decoder is None or decoder.batch_size != rows or decoder.cache_length < prompt_slots + max_steps:
+        if decoder is None or decoder.batch_size != rows or decoder.cache_length < longest_prompt + max_steps:
             self._decoder = None  # free the old cache before allocating the new one
-            use_graph = self.model.device.type == "cuda"
-            decoder = self._decoder = StaticDecoder(
-                self.model, rows, rounded_cache_length(prompt_slots + max_steps), max_steps, self._cache_argument(), use_graph
-            )
+            use_graph = self._graphs_available()
+            try:
+                decoder = self._decoder = StaticDecoder(
+                    self.model, rows, rounded_cache_length(longest_prompt + max_steps), max_steps,
+                    self._cache_argument(), use_graph,
+                )
+            except RuntimeError as error:
+                if not use_graph:
+                    raise
+                warn(Warnings.W004.format(error=str(error).splitlines()[0] if str(error) else type(error).__name__))
+                self._static = False
+                return None
         return decoder
+
+    def _graphs_available(self) -> bool:
+        """Whether decode steps can be captured as CUDA graphs (the model is on a CUDA device)."""
+        return self.model.device.type == "cuda"
 
     def _cache_argument(self) -> str:
         """The forward argument that takes the key/value cache (`cache` in newer transformers)."""

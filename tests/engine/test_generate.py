@@ -157,3 +157,20 @@ def test_cuda_graph_decoding_gives_the_dynamic_loops_answers(trained_model_dir, 
     graphed = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40)
     assert graphed.generate(prompts) == dynamic.generate(prompts)
     assert graphed._decoder.graph is not None
+
+
+def test_a_failed_graph_capture_falls_back_to_the_dynamic_loop(tiny_model_dir, fixture_records, monkeypatch):
+    import spacy_bioselecttune.engine.generate as generate_module
+
+    class FailingCapture:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    prompts = _prompts(fixture_records)
+    expected = Generator(str(tiny_model_dir), device="cpu", batch_size=2, max_new_tokens=10).generate_token_ids(prompts)
+    generator = Generator(str(tiny_model_dir), device="cpu", batch_size=2, max_new_tokens=10, decoding="static")
+    monkeypatch.setattr(generate_module, "StaticDecoder", FailingCapture)
+    monkeypatch.setattr(generator, "_graphs_available", lambda: True)
+    with pytest.warns(UserWarning, match=r"W004.*not permitted"):
+        assert generator.generate_token_ids(prompts) == expected
+    assert generator._uses_static_decoding() is False
