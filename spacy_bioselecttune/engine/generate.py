@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set,
 from ..errors import Errors, Warnings, warn
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
-from .static_decode import StaticDecoder, rounded_cache_length, supports_static_cache
+from .static_decode import StaticDecoder, last_token_logits, rounded_cache_length, supports_static_cache
 
 DECODINGS = ("auto", "dynamic", "static")
 GRAPH_SYNC_STEPS = 8  # replayed decode steps between looks at the tokens (finished rows may idle this long)
@@ -216,14 +216,7 @@ class Generator:
         generated: List[List[int]] = [[] for _ in range(size)]
         active = list(range(size))
         for _ in range(self.max_new_tokens):
-            logits = model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=1,
-                **{cache_argument: cache},
-            ).logits[:, -1]
+            logits = last_token_logits(model, input_ids, attention_mask, positions, cache_argument, cache)
             next_tokens = logits.argmax(dim=-1)
             keep = []
             for slot, token in enumerate(next_tokens.tolist()):

@@ -28,6 +28,18 @@ def rounded_cache_length(length: int) -> int:
     return -(-length // CACHE_ROUNDING) * CACHE_ROUNDING
 
 
+def last_token_logits(model, input_ids, attention_mask, position_ids, cache_argument: str, cache) -> "torch.Tensor":
+    """Logits at each row's last position; the inputs' key/value states are appended to `cache`."""
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_argument: cache},
+    ).logits[:, -1]
+
+
 def supports_static_cache(model: "PreTrainedModel") -> bool:
     """Whether every layer of the model's static cache is a plain full-attention layer.
 
@@ -115,14 +127,7 @@ class StaticDecoder:
         mask = (self.key_valid[:, None, None, :] & (slots <= query_slots)) | (slots == query_slots)
         for layer in self.cache.layers:
             layer.cumulative_length.fill_(prefix_length)
-        logits = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-            **{self.cache_argument: self.cache},
-        ).logits[:, -1]
+        logits = last_token_logits(self.model, input_ids, mask, positions, self.cache_argument, self.cache)
         first = logits.argmax(dim=-1)
         self.tokens.copy_(first[:, None])
         self.positions.copy_(positions[:, -1:] + 1)
@@ -146,14 +151,8 @@ class StaticDecoder:
     def _step(self) -> None:
         """One decode step on the buffers: attend, pick the next token, advance."""
         self.key_valid.index_fill_(1, self.slot, True)
-        logits = self.model(
-            input_ids=self.tokens,
-            attention_mask=self.key_valid[:, None, None, :],
-            position_ids=self.positions,
-            use_cache=True,
-            logits_to_keep=1,
-            **{self.cache_argument: self.cache},
-        ).logits[:, -1]
+        mask = self.key_valid[:, None, None, :]
+        logits = last_token_logits(self.model, self.tokens, mask, self.positions, self.cache_argument, self.cache)
         next_tokens = logits.argmax(dim=-1, keepdim=True)
         self.tokens.copy_(next_tokens)
         self.generated.index_copy_(1, self.step_index, next_tokens)
