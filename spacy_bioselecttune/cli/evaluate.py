@@ -170,13 +170,15 @@ def evaluate_cli(
     base_model: Optional[str] = Opt(None, "--base-model", "-m", help="Registered base model name, checkpoint directory or .gguf"),
     labels: Optional[str] = Opt(None, "--labels", "-l", help="Comma-separated entity labels, e.g. Chemical,Disease"),
     device: Optional[str] = Opt(None, "--device", "-d", help="auto, cpu, cuda or cuda:N"),
-    batch_size: int = Opt(16, "--batch-size", "-b", help="Docs per nlp.pipe batch (all their sentences go to the model together)"),
+    batch_size: int = Opt(16, "--batch-size", "-b", help="Docs per nlp.pipe batch (their sentences are sorted by length together)"),
+    model_batch_size: Optional[int] = Opt(None, "--model-batch-size", help="Sentences per model batch (the component's batch_size; e.g. 512 on a GPU)"),
     limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs (0 or unset: all)"),
     prompts: Optional[str] = Opt(None, "--prompts", help="trained (the adapter's label lists) or joint (all labels in one prompt)"),
     dtype: Optional[str] = Opt(None, "--dtype", help="Weights' dtype: auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16"),
 ) -> None:
     """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""
-    nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device, prompts=prompts, dtype=dtype)
+    nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device,
+                        batch_size=model_batch_size, prompts=prompts, dtype=dtype)
     run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True)
     typer.echo(run.metrics_md.read_text(encoding="utf8"))
     typer.echo(f"Wrote {run.metrics_json}, {run.metrics_md} and {run.plot}")

@@ -24,9 +24,10 @@ class ScriptedGenerator:
     """Answers each sentence from a fixed table; unknown sentences get an unparsable answer."""
 
     answers: dict = {}
+    settings: dict = {}
 
     def __init__(self, **settings) -> None:
-        pass
+        ScriptedGenerator.settings = settings
 
     @property
     def model(self) -> None:
@@ -96,6 +97,15 @@ def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_pa
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pipeline"), str(gold_path), "--output", str(tmp_path / "all"), "--limit", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "all" / "metrics.json").read_text())["docs"] == 5
+    assert scripted.settings["batch_size"] == 16  # the component's default
+
+
+def test_evaluate_cli_sets_the_model_batch_apart_from_the_pipe_batch(scripted, gold_path, tmp_path):
+    args = ["evaluate", str(CONFIG), str(gold_path), "--output", str(tmp_path / "out"), "-m", "/not/loaded",
+            "-l", "Disease,Chemical", "-b", "64", "--model-batch-size", "7"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert scripted.settings["batch_size"] == 7
 
 
 def test_evaluate_load_pipeline_errors(tmp_path):
