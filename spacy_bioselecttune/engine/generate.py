@@ -10,13 +10,13 @@ replayed CUDA graph.
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..errors import Errors, Warnings, warn
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
+from .logprobs import cache_keyword
 from .static_decode import StaticDecoder, last_token_logits, rounded_cache_length, supports_static_cache
 
 DECODINGS = ("auto", "dynamic", "static")
@@ -221,10 +221,7 @@ class Generator:
             keep = []
             for slot, token in enumerate(next_tokens.tolist()):
                 row = active[slot]
-                if token in eos_ids:
-                    continue
-                generated[row].append(token)
-                if not trackers[row].feed(self._token_text(token)):
+                if not self._append_token(generated[row], trackers[row], token, eos_ids):
                     keep.append(slot)
             if not keep:
                 break
@@ -261,28 +258,19 @@ class Generator:
         eos_ids = self._eos_ids()
         trackers = [ArrayCloseTracker() for _ in suffixes]
         generated: List[List[int]] = [[] for _ in suffixes]
-        open_rows = set(range(len(suffixes)))
-
-        def take(row: int, token: int) -> None:
-            if token in eos_ids:
-                open_rows.discard(row)
-                return
-            generated[row].append(token)
-            if trackers[row].feed(self._token_text(token)):
-                open_rows.discard(row)
-
-        for row, token in enumerate(decoder.prefill(padded, prefix_length, self.tokenizer.pad_token_id)[: len(suffixes)]):
-            take(row, token)
+        first_tokens = decoder.prefill(padded, prefix_length, self.tokenizer.pad_token_id)
+        open_rows = {
+            row for row in range(len(suffixes))
+            if not self._append_token(generated[row], trackers[row], first_tokens[row], eos_ids)
+        }
         chunk = GRAPH_SYNC_STEPS if decoder.graph is not None else 1
         while open_rows:
             steps = decoder.decode(chunk)
             if not steps or not steps[0]:
                 break
             for row in sorted(open_rows):
-                for token in steps[row]:
-                    take(row, token)
-                    if row not in open_rows:
-                        break
+                if any(self._append_token(generated[row], trackers[row], token, eos_ids) for token in steps[row]):
+                    open_rows.discard(row)
         return generated
 
     def _static_decoder(self, prompts: int, longest_prompt: int) -> Optional[StaticDecoder]:
@@ -319,8 +307,14 @@ class Generator:
 
     def _cache_argument(self) -> str:
         """The forward argument that takes the key/value cache (`cache` in newer transformers)."""
-        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        return cache_keyword(self.model)
+
+    def _append_token(self, generated: List[int], tracker: ArrayCloseTracker, token: int, eos_ids: Set[int]) -> bool:
+        """Add `token` to a row's output unless it is EOS; True once the row has finished."""
+        if token in eos_ids:
+            return True
+        generated.append(token)
+        return tracker.feed(self._token_text(token))
 
     def _eos_ids(self) -> Set[int]:
         configured = self.model.generation_config.eos_token_id

@@ -74,10 +74,10 @@ def prefix_cache(model, token_ids: Sequence[int]) -> PrefixCache:
     import torch
     from transformers import DynamicCache
 
-    decoder = _base_model(model).get_decoder()
+    decoder = unwrapped_model(model).get_decoder()
     input_ids = torch.tensor([list(token_ids)], device=_device(model))
     states = DynamicCache(config=decoder.config)
-    decoder(input_ids=input_ids, use_cache=True, **{_cache_keyword(decoder): states})
+    decoder(input_ids=input_ids, use_cache=True, **{cache_keyword(decoder): states})
     return PrefixCache(tuple(token_ids), states)
 
 
@@ -122,7 +122,7 @@ def answer_token_loss_sums(
     """
     import torch
 
-    base = _base_model(model)
+    base = unwrapped_model(model)
     device = _device(model)
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch["attention_mask"].to(device)
@@ -139,7 +139,7 @@ def answer_token_loss_sums(
             attention_mask=torch.cat([prefix_mask, attention_mask], dim=1),
             position_ids=positions,
             use_cache=True,
-            **{_cache_keyword(decoder): prefix.expanded(rows)},
+            **{cache_keyword(decoder): prefix.expanded(rows)},
         ).last_hidden_state
     predicting = hidden[:, :-1][target_mask]
     targets = input_ids[:, 1:][target_mask]
@@ -157,18 +157,18 @@ def answer_token_losses(
     return answer_token_loss_sums(model, batch, prefix).means()
 
 
-def _base_model(model):
+def unwrapped_model(model):
     """The transformers model under a PEFT wrapper, or `model` itself."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _device(model) -> "torch.device":
-    return _base_model(model).get_output_embeddings().weight.device
+    return unwrapped_model(model).get_output_embeddings().weight.device
 
 
-def _cache_keyword(decoder) -> str:
+def cache_keyword(model) -> str:
     """The forward argument that takes the key/value cache (`cache` in newer transformers)."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(unwrapped_model(model).forward).parameters else "past_key_values"
 
 
 def _token_cross_entropy(base, hidden: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":

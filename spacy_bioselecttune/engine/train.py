@@ -21,7 +21,7 @@ from .answer_format import FORMAT_VERSION
 from .encoding import EncodedExample, encode_examples
 from .ifd import InstructionExample, plan_batches, read_instruction_jsonl
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
-from .logprobs import answer_token_loss_sums, collate
+from .logprobs import answer_token_loss_sums, collate, unwrapped_model
 
 PathLike = Union[str, Path]
 SETTINGS_FILE = "bioselecttune.json"
@@ -275,7 +275,7 @@ def train_adapter(
             load_initial_adapter(model, cfg)
     model.train()
     if cfg.compile:  # in place: parameter names, checkpoints and the saved adapter stay as they are
-        (model.get_base_model() if hasattr(model, "get_base_model") else model).get_decoder().compile(dynamic=True)
+        unwrapped_model(model).get_decoder().compile(dynamic=True)
     model_device = next(model.parameters()).device
     autocast = training_autocast(cfg.precision, model_device.type)
     pad_id = tokenizer.pad_token_id
