@@ -5,16 +5,19 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import typer
 
+from ..engine.metrics import ERROR_KINDS, entity_errors
 from ..engine.plots import plot_per_label_f1
+from ..engine.records import Entity
 from ..errors import Errors
 from . import Arg, Opt, app
 
 if TYPE_CHECKING:
     from spacy.language import Language
+    from spacy.tokens import Doc
 
 COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size", "prompts", "dtype")
 
@@ -27,6 +30,7 @@ class EvaluationRun:
     metrics_json: Path
     metrics_md: Path
     plot: Path
+    errors_jsonl: Path
 
 
 def split_labels(labels: Optional[str]) -> Optional[List[str]]:
@@ -104,7 +108,34 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
     if metrics["sentences"]:
         counts.append(("Sentences per second", f"{metrics['sentences_per_second']:.2f}"))
     rows += ["", "| Count | Value |", "|---|---:|"] + [f"| {name} | {value} |" for name, value in counts]
+    errors = metrics.get("errors")
+    if errors:
+        rows += ["", "| Error kind | False negatives | False positives |", "|---|---:|---:|"]
+        for kind in ERROR_KINDS:
+            rows.append(f"| {kind.replace('_', ' ')} | {errors['false_negative'].get(kind, '')} | {errors['false_positive'].get(kind, '')} |")
     return "\n".join(rows) + "\n"
+
+
+def _entities(doc) -> List[Entity]:
+    return [Entity(ent.start_char, ent.end_char, ent.label_) for ent in doc.ents]
+
+
+def write_errors(gold_docs: Sequence["Doc"], predicted: Sequence["Doc"], path: Path) -> Dict[str, Dict[str, int]]:
+    """Write one JSON line per doc with errors (its index, text, false negatives and positives by kind); return counts."""
+    counts = {"false_negative": {kind: 0 for kind in ERROR_KINDS if kind != "spurious"},
+              "false_positive": {kind: 0 for kind in ERROR_KINDS if kind != "missed"}}
+    with path.open("w", encoding="utf8") as out:
+        for index, (gold, prediction) in enumerate(zip(gold_docs, predicted)):
+            errors = entity_errors(_entities(gold), _entities(prediction))
+            if not errors:
+                continue
+            line: Dict[str, Any] = {"doc": index, "text": gold.text, "false_negatives": [], "false_positives": []}
+            for error in errors:
+                counts[error.side][error.kind] += 1
+                e = error.entity
+                line[error.side + "s"].append({"start": e.start, "end": e.end, "label": e.label, "text": gold.text[e.start:e.end], "kind": error.kind})
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return counts
 
 
 def _sets_entities(nlp: "Language", name: str) -> bool:
@@ -123,7 +154,7 @@ def evaluate(
 ) -> EvaluationRun:
     """Run `nlp` on fresh copies of the gold docs' words and score its entities against the gold.
 
-    Writes `metrics.json`, `metrics.md` and `per_label_f1.png` to `output_dir`.
+    Writes `metrics.json`, `metrics.md`, `per_label_f1.png` and `errors.jsonl` to `output_dir`.
     """
     from spacy.scorer import Scorer
     from spacy.tokens import Doc, DocBin
@@ -153,19 +184,21 @@ def evaluate(
     for unit in ("docs", "words", "sentences"):
         metrics[f"{unit}_per_second"] = metrics[unit] / seconds if seconds > 0 else 0.0
     output_dir.mkdir(parents=True, exist_ok=True)
+    errors_jsonl = output_dir / "errors.jsonl"
+    metrics["errors"] = write_errors(gold_docs, predicted, errors_jsonl)
     metrics_json = output_dir / "metrics.json"
     metrics_json.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf8")
     metrics_md = output_dir / "metrics.md"
     metrics_md.write_text(f"# Evaluation on {gold_path.name}\n\n" + metrics_table(metrics), encoding="utf8")
     plot = plot_per_label_f1(metrics, output_dir / "per_label_f1.png")
-    return EvaluationRun(metrics, metrics_json, metrics_md, plot)
+    return EvaluationRun(metrics, metrics_json, metrics_md, plot, errors_jsonl)
 
 
 @app.command("evaluate")
 def evaluate_cli(
     model: Path = Arg(..., help="Saved pipeline directory, pipeline .cfg file, or LoRA adapter directory", exists=True),
     gold_path: Path = Arg(..., help="Gold DocBin (.spacy)", exists=True, dir_okay=False),
-    output_dir: Path = Opt(..., "--output", "-o", help="Directory for metrics.json, metrics.md and per_label_f1.png"),
+    output_dir: Path = Opt(..., "--output", "-o", help="Directory for metrics.json, metrics.md, per_label_f1.png and errors.jsonl"),
     adapter: Optional[str] = Opt(None, "--adapter", "-a", help="LoRA adapter directory or shipped adapter name (.cfg or adapter builds only)"),
     base_model: Optional[str] = Opt(None, "--base-model", "-m", help="Registered base model name, checkpoint directory or .gguf"),
     labels: Optional[str] = Opt(None, "--labels", "-l", help="Comma-separated entity labels, e.g. Chemical,Disease"),
@@ -181,4 +214,4 @@ def evaluate_cli(
                         batch_size=model_batch_size, prompts=prompts, dtype=dtype)
     run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True)
     typer.echo(run.metrics_md.read_text(encoding="utf8"))
-    typer.echo(f"Wrote {run.metrics_json}, {run.metrics_md} and {run.plot}")
+    typer.echo(f"Wrote {run.metrics_json}, {run.metrics_md}, {run.plot} and {run.errors_jsonl}")

@@ -1,16 +1,17 @@
 """Strict entity-level precision, recall and F1 on Records, overall and per label; stdlib only.
 
 A predicted entity counts as correct only if its start, end and label all equal a gold
-entity's. The numbers agree with spaCy's `get_ner_prf` on token-aligned spans.
+entity's. The numbers agree with spaCy's `get_ner_prf` on token-aligned spans. Each error
+is also classified (wrong label, wrong boundary, missed, spurious) for error analysis.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 from ..errors import Errors
-from .records import Record
+from .records import Entity, Record
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,38 @@ def score_records(gold: Sequence[Record], predicted: Sequence[Record]) -> NerSco
         sum(p.fn for p in per_label.values()),
     )
     return NerScores(overall, per_label)
+
+
+ERROR_KINDS = ("wrong_label", "wrong_boundary", "missed", "spurious")
+
+
+@dataclass(frozen=True)
+class EntityError:
+    """A gold entity the prediction lacks (`false_negative`) or a predicted one the gold lacks."""
+
+    entity: Entity
+    side: str
+    kind: str
+
+
+def _error_kind(entity: Entity, others: Sequence[Entity], unmatched_kind: str) -> str:
+    """`wrong_label` if an entity of the other side has the same span, `wrong_boundary` if one overlaps it."""
+    if any((other.start, other.end) == (entity.start, entity.end) for other in others):
+        return "wrong_label"
+    if any(other.start < entity.end and entity.start < other.end for other in others):
+        return "wrong_boundary"
+    return unmatched_kind
+
+
+def entity_errors(gold: Sequence[Entity], predicted: Sequence[Entity]) -> List[EntityError]:
+    """Each strict-scoring error in one text, classified against the other side's unmatched entities.
+
+    Every false negative is `wrong_label`, `wrong_boundary` or `missed`; every false positive is
+    `wrong_label`, `wrong_boundary` or `spurious`, so the counts add up to the strict FN and FP.
+    """
+    gold_set, predicted_set = set(gold), set(predicted)
+    false_negatives = sorted(gold_set - predicted_set)
+    false_positives = sorted(predicted_set - gold_set)
+    errors = [EntityError(e, "false_negative", _error_kind(e, false_positives, "missed")) for e in false_negatives]
+    errors += [EntityError(e, "false_positive", _error_kind(e, false_negatives, "spurious")) for e in false_positives]
+    return errors

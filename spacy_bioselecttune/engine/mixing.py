@@ -28,26 +28,29 @@ class SourceCounts:
 
 
 def mix_instruction_files(
-    paths: Sequence[PathLike], limit: int = 0, seed: int = 0
+    paths: Sequence[PathLike], limit: Union[int, Sequence[int]] = 0, seed: int = 0
 ) -> Tuple[List[InstructionExample], List[SourceCounts]]:
     """Up to `limit` examples from each file (a seeded sample; 0 takes all), shuffled together.
 
-    Raises if an id appears in two files, naming both.
+    `limit` is one number for every file or one per file. Raises if an id appears in two
+    files, naming both.
     """
-    if limit < 0:
-        raise ValueError(Errors.E405.format(name="limit", value=limit, allowed="0 (all) or a positive integer"))
+    limits = [limit] * len(paths) if isinstance(limit, int) else list(limit)
+    if len(limits) != len(paths) or any(value < 0 for value in limits):
+        allowed = f"0 (all) or a positive integer, once or once for each of the {len(paths)} inputs"
+        raise ValueError(Errors.E405.format(name="limit", value=limit, allowed=allowed))
     rng = random.Random(seed)
     mixed: List[InstructionExample] = []
     sources: List[SourceCounts] = []
     origin: Dict[str, str] = {}
-    for path in paths:
+    for path, source_limit in zip(paths, limits):
         examples = read_instruction_jsonl(path)
         for number, example in enumerate(examples, start=1):
             if example.id in origin:
                 raise ValueError(Errors.E410.format(path=path, number=number, id=example.id, first=origin[example.id]))
             origin[example.id] = str(path)
-        if limit and limit < len(examples):
-            taken = [examples[i] for i in sorted(rng.sample(range(len(examples)), limit))]
+        if source_limit and source_limit < len(examples):
+            taken = [examples[i] for i in sorted(rng.sample(range(len(examples)), source_limit))]
         else:
             taken = examples
         labels = tuple(dict.fromkeys(label for example in taken for label in example.labels))

@@ -83,6 +83,12 @@ def test_evaluate_scores_like_the_engine_metrics(scripted, gold_path, fixture_re
     table = (tmp_path / "out" / "metrics.md").read_text()
     assert "| Disease |" in table and "| Unparsable answers | 1 |" in table
     assert (tmp_path / "out" / "per_label_f1.png").read_bytes()[:4] == b"\x89PNG"
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert [line["doc"] for line in errors] == [1]
+    assert errors[0]["false_negatives"] == [{"start": 28, "end": 45, "label": "Disease", "text": "colorectal cancer", "kind": "missed"}]
+    assert errors[0]["false_positives"] == []
+    assert metrics["errors"]["false_negative"] == {"wrong_label": 0, "wrong_boundary": 0, "missed": 1}
+    assert "| missed | 1 |" in table
 
 
 def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_path):

@@ -28,3 +28,8 @@ def test_mix_writes_the_examples_verbatim_and_a_report(tmp_path, fixture_records
         (3, len(fixture_records), ["Disease"]), (3, len(fixture_records), ["Chemical", "Disease"])
     ]
     assert "labels Chemical, Disease" in result.output
+    result = runner.invoke(app, ["mix", str(out), str(disease), str(both), "--limit", "0,1"])
+    assert result.exit_code == 0, result.output
+    assert [s["taken"] for s in json.loads((tmp_path / "mixed" / "train.report.json").read_text())["sources"]] == [len(fixture_records), 1]
+    result = runner.invoke(app, ["mix", str(out), str(disease), str(both), "--limit", "0,x"])
+    assert result.exit_code != 0 and "'0,x' is not a number" in result.output

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_bioselecttune.engine.metrics import PRF, score_records
+from spacy_bioselecttune.engine.metrics import PRF, entity_errors, score_records
 from spacy_bioselecttune.engine.records import Entity, Record
 
 TEXT = "Aspirin and cisplatin cause renal failure in mice"
@@ -94,3 +94,24 @@ def test_score_records_agrees_with_spacy_get_ner_prf(pairs):
     assert set(ours["ents_per_type"]) == set(theirs["ents_per_type"])
     for label, prf in theirs["ents_per_type"].items():
         assert ours["ents_per_type"][label]["f"] == pytest.approx(prf["f"])
+
+
+def test_entity_errors_classifies_each_false_negative_and_positive():
+    gold = [Entity(0, 7, "Chemical"), Entity(12, 21, "Chemical"), Entity(28, 41, "Disease"), Entity(45, 49, "Disease")]
+    predicted = [Entity(0, 7, "Disease"), Entity(12, 21, "Chemical"), Entity(34, 41, "Disease"), Entity(22, 27, "Disease")]
+    kinds = {(e.side, e.entity.start, e.kind) for e in entity_errors(gold, predicted)}
+    assert kinds == {
+        ("false_negative", 0, "wrong_label"), ("false_positive", 0, "wrong_label"),
+        ("false_negative", 28, "wrong_boundary"), ("false_positive", 34, "wrong_boundary"),
+        ("false_negative", 45, "missed"), ("false_positive", 22, "spurious"),
+    }
+
+
+@settings(max_examples=50, deadline=None)
+@given(entity_sets, entity_sets)
+def test_entity_errors_add_up_to_strict_false_negatives_and_positives(gold_choice, predicted_choice):
+    gold, predicted = non_overlapping(gold_choice), non_overlapping(predicted_choice)
+    scores = score_records([Record("a", TEXT, gold)], [Record("a", TEXT, predicted)]).overall
+    errors = entity_errors(gold, predicted)
+    assert sum(e.side == "false_negative" for e in errors) == scores.fn
+    assert sum(e.side == "false_positive" for e in errors) == scores.fp

@@ -48,3 +48,13 @@ def test_mix_names_both_files_for_a_repeated_id(inputs, tmp_path):
         mix_instruction_files([inputs[1], copy])
     with pytest.raises(ValueError, match="E405"):
         mix_instruction_files(inputs, limit=-1)
+
+
+def test_mix_takes_one_limit_per_input(inputs):
+    mixed, sources = mix_instruction_files(inputs, limit=[0, 2], seed=1)
+    assert [(s.available, s.taken) for s in sources] == [(10, 10), (3, 2)]
+    assert len(mixed) == 12
+    with pytest.raises(ValueError, match=r"E405.*once for each of the 2 inputs.*\[1, 2, 3\]"):
+        mix_instruction_files(inputs, limit=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"E405.*-1"):
+        mix_instruction_files(inputs, limit=[0, -1])
