@@ -49,10 +49,16 @@ class PrefixCache:
         return len(self.token_ids)
 
     def expanded(self, rows: int) -> object:
-        """A copy of the states repeated for `rows` sequences, for one batch to append its own states to."""
-        states = copy.deepcopy(self.states)
-        states.batch_repeat_interleave(rows)
-        return states
+        """A copy of the states for `rows` sequences, for one batch to append its own states to.
+
+        The prefix's keys and values enter the copy as broadcast views, not copies, so while
+        gradients are recorded (training) they flow back through the one prefix computation.
+        """
+        views = {}
+        for layer in self.states.layers:
+            for tensor in (layer.keys, layer.values):
+                views[id(tensor)] = tensor.expand(rows, *tensor.shape[1:])
+        return copy.deepcopy(self.states, views)
 
 
 def shared_prompt_prefix(examples: Sequence[EncodedExample]) -> List[int]:

@@ -21,7 +21,7 @@ from .answer_format import FORMAT_VERSION
 from .encoding import EncodedExample, encode_examples
 from .ifd import InstructionExample, plan_batches, read_instruction_jsonl
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
-from .logprobs import answer_token_loss_sums, collate, unwrapped_model
+from .logprobs import AnswerLossSums, answer_token_loss_sums, collate, prefix_cache, shared_prompt_prefix, unwrapped_model
 
 PathLike = Union[str, Path]
 SETTINGS_FILE = "bioselecttune.json"
@@ -31,6 +31,7 @@ CHECKPOINT_DIR = "checkpoint"
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 RUN_LIMITS = ("max_minutes", "compile")  # settings a resumed run may change: they bound or speed up one run
+BEFORE_SETTING_EXISTED = {"share_prefix": False}  # how checkpoints written before a setting existed behaved
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class TrainConfig:
     max_seq_len: int = 512  # longer examples are skipped and counted
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16 autocast
     compile: bool = False  # torch.compile the decoder: fused kernels, fewer launches (for GPUs that wait on the host)
+    share_prefix: bool = True  # batch examples by label list; run their shared instruction once per batch
     seed: int = 0
     log_every: int = 10  # optimizer steps per log line
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints; 0 = none
@@ -137,19 +139,23 @@ def training_autocast(precision: str, device_type: str) -> Callable[[], contextl
     return contextlib.nullcontext
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> List[List[int]]:
-    """One epoch's batches: shuffle, sort within chunks of 50 batches by length, then shuffle the batches.
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, groups: Optional[Sequence[object]] = None
+) -> List[List[int]]:
+    """One epoch's batches: shuffle, sort within chunks of 50 batches by (group,) length, then shuffle the batches.
 
-    Batches hold examples of similar length (little padding) yet come in random order; the
-    order depends only on (seed, epoch), so a resumed run sees the same batches.
+    Batches hold examples of similar length (little padding), and of one group where `groups`
+    gives each example's (e.g. its label list, so a batch shares one prompt prefix), yet come
+    in random order; the order depends only on (seed, epoch), so a resumed run sees the same batches.
     """
+    key = (lambda i: lengths[i]) if groups is None else (lambda i: (groups[i], lengths[i]))
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
     chunk = batch_size * 50
     batches: List[List[int]] = []
     for start in range(0, len(order), chunk):
-        grouped = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        grouped = sorted(order[start : start + chunk], key=key)
         batches += [grouped[i : i + batch_size] for i in range(0, len(grouped), batch_size)]
     rng.shuffle(batches)
     return batches
@@ -157,20 +163,28 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, e
 
 def encode_for_training(
     tokenizer, examples: Sequence[InstructionExample], max_seq_len: int, path: PathLike
-) -> List[EncodedExample]:
-    """Encode prompt + answer + EOS; skip (and warn about) examples longer than `max_seq_len`."""
-    encoded, too_long = [], []
+) -> Tuple[List[EncodedExample], List[Tuple[str, ...]]]:
+    """Encode prompt + answer + EOS, and give each its label list; skip (and warn about) examples longer than `max_seq_len`."""
+    encoded, label_lists, too_long = [], [], []
     items = encode_examples(tokenizer, [example.prompt for example in examples], [example.answer for example in examples])
     for example, item in zip(examples, items):
         if len(item.input_ids) > max_seq_len:
             too_long.append(example.id)
         else:
             encoded.append(item)
+            label_lists.append(tuple(example.labels))
     if too_long:
         warn(Warnings.W401.format(count=len(too_long), path=path, max_len=max_seq_len, example=too_long[0]))
     if not encoded:
         raise ValueError(Errors.E406.format(path=path, max_len=max_seq_len, count=len(examples)))
-    return encoded
+    return encoded, label_lists
+
+
+def batch_loss_sums(model, batch: Sequence[EncodedExample], pad_id: int, share_prefix: bool) -> AnswerLossSums:
+    """Answer-token loss sums of one batch; with `share_prefix`, the tokens all its prompts start with run once."""
+    shared = shared_prompt_prefix(batch) if share_prefix else []
+    prefix = prefix_cache(model, shared) if shared else None
+    return answer_token_loss_sums(model, collate(batch, pad_id, len(shared)), prefix)
 
 
 def trained_labels(examples: Sequence[InstructionExample]) -> List[str]:
@@ -211,7 +225,7 @@ def load_initial_adapter(model, cfg: TrainConfig) -> None:
         raise ValueError(Errors.E411.format(path=directory, problem=problem))
 
 
-def dev_loss(model, examples: Sequence[EncodedExample], pad_id: int, batch_size: int, autocast) -> float:
+def dev_loss(model, examples: Sequence[EncodedExample], pad_id: int, batch_size: int, autocast, share_prefix: bool = True) -> float:
     """Mean cross-entropy per answer token over `examples`, without dropout or gradients."""
     import torch
 
@@ -219,7 +233,7 @@ def dev_loss(model, examples: Sequence[EncodedExample], pad_id: int, batch_size:
     total, count = 0.0, 0
     with torch.no_grad(), autocast():
         for batch in plan_batches([len(e.input_ids) for e in examples], batch_size):
-            sums = answer_token_loss_sums(model, collate([examples[i] for i in batch], pad_id))
+            sums = batch_loss_sums(model, [examples[i] for i in batch], pad_id, share_prefix)
             total += sums.sums.sum().item()
             count += int(sums.counts.sum().item())
     model.train()
@@ -279,8 +293,9 @@ def train_adapter(
     model_device = next(model.parameters()).device
     autocast = training_autocast(cfg.precision, model_device.type)
     pad_id = tokenizer.pad_token_id
-    train_set = encode_for_training(tokenizer, examples, cfg.max_seq_len, train_path)
-    dev_set = encode_for_training(tokenizer, dev_examples, cfg.max_seq_len, dev_path) if dev_examples else []
+    train_set, label_lists = encode_for_training(tokenizer, examples, cfg.max_seq_len, train_path)
+    dev_set = encode_for_training(tokenizer, dev_examples, cfg.max_seq_len, dev_path)[0] if dev_examples else []
+    batch_groups = label_lists if cfg.share_prefix else None
     lengths = [len(e.input_ids) for e in train_set]
     batches_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum_steps)
@@ -297,7 +312,7 @@ def train_adapter(
     step, micro_batch, tokens_seen = 0, 0, 0
     if (checkpoint_dir / "state.pt").is_file():
         state = torch.load(checkpoint_dir / "state.pt", map_location="cpu", weights_only=True)
-        defaults = TrainConfig().to_dict()  # settings added since the checkpoint was written
+        defaults = {**TrainConfig().to_dict(), **BEFORE_SETTING_EXISTED}  # for settings added since the checkpoint
         changed = sorted(
             k for k, v in cfg.to_dict().items() if k not in RUN_LIMITS and state["config"].get(k, defaults[k]) != v
         )
@@ -334,7 +349,7 @@ def train_adapter(
             for m in range(micro_batch, micro_batch + cfg.grad_accum_steps):
                 epoch = m // batches_per_epoch
                 if epoch != order_epoch:
-                    order_epoch, order = epoch, length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch)
+                    order_epoch, order = epoch, length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, batch_groups)
                 micro.append([train_set[i] for i in order[m % batches_per_epoch]])
             answer_tokens = sum(e.answer_length for batch in micro for e in batch)
 
@@ -342,7 +357,7 @@ def train_adapter(
             step_loss = 0.0
             for batch in micro:
                 with autocast():
-                    sums = answer_token_loss_sums(model, collate(batch, pad_id))
+                    sums = batch_loss_sums(model, batch, pad_id, cfg.share_prefix)
                     loss = sums.sums.sum() / answer_tokens
                 loss.backward()
                 step_loss += loss.item()
@@ -360,7 +375,7 @@ def train_adapter(
             time_up = step < total_steps and cfg.max_minutes > 0 and time.perf_counter() - run_start >= cfg.max_minutes * 60
             dev_now = None
             if dev_set and (epoch_done or step == total_steps or time_up):
-                dev_now = last_dev = dev_loss(model, dev_set, pad_id, cfg.batch_size, autocast)
+                dev_now = last_dev = dev_loss(model, dev_set, pad_id, cfg.batch_size, autocast, cfg.share_prefix)
 
             # log
             progress.update(1)

@@ -13,6 +13,8 @@ from spacy_bioselecttune.engine.ifd import read_instruction_jsonl
 from spacy_bioselecttune.engine.records import Record
 from spacy_bioselecttune.engine.train import (
     TrainConfig,
+    batch_loss_sums,
+    encode_for_training,
     learning_rate_at,
     length_grouped_batches,
     train_adapter,
@@ -70,6 +72,45 @@ def test_length_grouped_batches_cover_every_example_once_per_epoch():
     assert first != length_grouped_batches(lengths, 8, seed=0, epoch=1)
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
     assert spread < 10  # neighbours in a batch have similar lengths
+
+
+def test_length_grouped_batches_keep_groups_apart():
+    lengths = [(i * 37) % 101 for i in range(1000)]
+    groups = [("Disease",) if i % 3 else ("Gene",) for i in range(1000)]
+    batches = length_grouped_batches(lengths, 8, seed=0, epoch=0, groups=groups)
+    assert sorted(i for batch in batches for i in batch) == list(range(1000))
+    mixed = [batch for batch in batches if len({groups[i] for i in batch}) > 1]
+    assert len(mixed) <= 3  # at most one per chunk of 50 batches, where the sorted groups meet
+    assert batches == length_grouped_batches(lengths, 8, seed=0, epoch=0, groups=groups)
+
+
+def test_a_shared_prefix_gives_the_same_loss_and_gradients(train_jsonl, tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from spacy_bioselecttune.engine.loading import load_model
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu", trainable=True)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    with torch.no_grad():  # nonzero B, so that gradients reach A and the prefix's states matter
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+    encoded, label_lists = encode_for_training(tokenizer, read_instruction_jsonl(train_jsonl), 512, train_jsonl)
+    batch = [e for e, labels in zip(encoded, label_lists) if labels == ("Disease",)]
+    results = []
+    for share_prefix in (False, True):
+        model.zero_grad()
+        sums = batch_loss_sums(model, batch, tokenizer.pad_token_id, share_prefix)
+        sums.token_mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((sums.sums.detach(), grads))
+    (plain_sums, plain_grads), (shared_sums, shared_grads) = results
+    assert torch.allclose(plain_sums, shared_sums, atol=1e-5)
+    assert all(grad.abs().sum() > 0 for grad in plain_grads.values())
+    for name, grad in plain_grads.items():
+        assert torch.allclose(grad, shared_grads[name], atol=1e-6, rtol=1e-4), name
 
 
 def test_config_rejects_unknown_settings_and_bad_values():
@@ -150,6 +191,14 @@ def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path, train_jsonl, 
         train_adapter(cfg, train_jsonl, out, device="cpu", on_step=stop)
     with pytest.raises(ValueError, match=r"E407.*learning_rate"):
         train_adapter(tiny_config(tiny_model_dir, checkpoint_every=1, learning_rate=1e-3), train_jsonl, out, device="cpu")
+    # a checkpoint from before `share_prefix` existed was trained without it
+    import torch
+
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    del state["config"]["share_prefix"]
+    torch.save(state, out / "checkpoint" / "state.pt")
+    with pytest.raises(ValueError, match=r"E407.*share_prefix"):
+        train_adapter(cfg, train_jsonl, out, device="cpu")
 
 
 def test_too_long_examples_are_skipped_and_counted(tmp_path, train_jsonl, tiny_model_dir):
@@ -244,6 +293,21 @@ def test_starting_from_an_adapter_of_another_shape_is_refused(tmp_path, train_js
         train_adapter(tiny_config(tiny_model_dir, init_adapter=str(tmp_path)), train_jsonl, tmp_path / "c", device="cpu")
     with pytest.raises(ValueError, match=r"\[E405\].*init_adapter"):
         tiny_config(tiny_model_dir, init_adapter=str(first), full_finetune=True)
+
+
+def test_training_with_a_shared_prefix_matches_training_without(tmp_path, train_jsonl, tiny_model_dir):
+    import torch
+
+    one_label_set = tmp_path / "disease.jsonl"  # so that both runs see the same batches
+    one_label_set.write_text("".join(line for line in train_jsonl.read_text().splitlines(True) if '"labels": ["Disease"]' in line))
+    assert len(one_label_set.read_text().splitlines()) == 4
+    shared = train_adapter(tiny_config(tiny_model_dir, lora_dropout=0.0, batch_size=2), one_label_set, tmp_path / "shared", device="cpu")
+    plain = train_adapter(tiny_config(tiny_model_dir, lora_dropout=0.0, batch_size=2, share_prefix=False), one_label_set, tmp_path / "plain", device="cpu")
+    assert shared.tokens == plain.tokens
+    assert shared.final_loss == pytest.approx(plain.final_loss, rel=1e-3)
+    shared_weights, plain_weights = adapter_weights(tmp_path / "shared"), adapter_weights(tmp_path / "plain")
+    for name, weight in plain_weights.items():
+        assert torch.allclose(weight, shared_weights[name], atol=1e-4), name
 
 
 @pytest.mark.slow
