@@ -196,9 +196,15 @@ class ScoringRun:
         return self.scored / self.seconds if self.seconds > 0 else 0.0
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
-    """Indices grouped into batches of similar length, longest first; ties keep input order."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+def plan_batches(lengths: Sequence[int], batch_size: int, groups: Optional[Sequence[object]] = None) -> List[List[int]]:
+    """Indices grouped into batches of similar length, longest first; ties keep input order.
+
+    With `groups` (e.g. each example's label list), a group's examples are batched together.
+    """
+    if groups is None:
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    else:
+        order = sorted(range(len(lengths)), key=lambda i: (groups[i], -lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -238,10 +244,10 @@ def score_examples(
     """Append one JSON line (id, model, loss_cond, loss_uncond, ifd) per example to `output_path`.
 
     Ids already in the file are skipped, so an interrupted run resumes where it stopped.
-    The batches and the shared prompt prefix are planned over all examples, so resumed scores
-    are the same as those of an uninterrupted run. The `ifd` column is the loss ratio.
-    The key/value states of the prompt prefix all examples share (the instruction) are
-    computed once and reused by every conditional batch.
+    The batches are planned over all examples, so resumed scores are the same as those of an
+    uninterrupted run. The `ifd` column is the loss ratio. Each batch holds examples of one
+    label list where it can, and the prompt prefix its examples share (the instruction) runs
+    once per batch, its key/value states reused by every row.
     max_batches: stop after scoring this many batches (None: score everything).
     """
     import torch
@@ -259,22 +265,22 @@ def score_examples(
     pad_id = tokenizer.pad_token_id
     start = time.perf_counter()  # the speed counts tokenization and every forward pass, not loading
     conditional = encode_examples(tokenizer, [example.prompt for example in examples], [example.answer for example in examples])
-    shared = shared_prompt_prefix(conditional)
     answer_alone = AnswerAloneLosses(model, tokenizer, (example.answer for example in examples), batch_size)
-    batches = plan_batches([len(encoded.input_ids) for encoded in conditional], batch_size)
+    batches = plan_batches([len(encoded.input_ids) for encoded in conditional], batch_size, [example.labels for example in examples])
     progress = tqdm(total=todo, unit="ex", desc="IFD scoring", disable=not show_progress)
     scored = 0
     batches_done = 0
     with open(output_path, "a", encoding="utf8") as out, torch.inference_mode(), attention_kernels():
-        prefix = prefix_cache(model, shared) if shared else None
         for batch in batches:
             new = [i for i in batch if examples[i].id not in finished]
             if not new:
                 continue
             if max_batches is not None and batches_done >= max_batches:
                 break
-            cond_batch = collate([conditional[i] for i in batch], pad_id, len(shared))
-            losses_cond = answer_token_losses(model, cond_batch, prefix).float().cpu().tolist()
+            batch_examples = [conditional[i] for i in batch]
+            shared = shared_prompt_prefix(batch_examples)
+            prefix = prefix_cache(model, shared) if shared else None
+            losses_cond = answer_token_losses(model, collate(batch_examples, pad_id, len(shared)), prefix).float().cpu().tolist()
             for position, index in enumerate(batch):
                 if index not in new:
                     continue

@@ -24,6 +24,7 @@ from spacy_bioselecttune.engine.ifd import (
     select_subset,
 )
 from spacy_bioselecttune.engine.plots import plot_ifd_histogram
+from spacy_bioselecttune.engine.records import Record
 
 LABELS = ["Disease", "Chemical"]
 
@@ -156,7 +157,10 @@ def test_score_examples_matches_a_plain_one_at_a_time_computation(tmp_path, tiny
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # two label lists, so batches have different instructions
+    disease_only = [Record(f"{r.id}-d", r.text, tuple(e for e in r.entities if e.label == "Disease")) for r in fixture_records]
     examples = read_instruction_jsonl(write_instruction_jsonl(tmp_path / "in.jsonl", fixture_records))
+    examples += read_instruction_jsonl(write_instruction_jsonl(tmp_path / "disease.jsonl", disease_only, ["Disease"]))
     out = tmp_path / "scores.jsonl"
     run = score_examples(examples, out, str(tiny_model_dir), batch_size=3, device="cpu")
     assert run.scored == len(examples)
