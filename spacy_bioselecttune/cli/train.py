@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import typer
 
@@ -28,9 +28,7 @@ def train_cli(
 
     An interrupted run resumes exactly from its last checkpoint in OUTPUT_DIR.
     """
-    from spacy.cli._util import parse_config_overrides
-
-    overrides: Dict[str, Any] = parse_config_overrides(ctx.args)
+    overrides = command_line_overrides(ctx.args)
     if base_model is not None:
         overrides[f"{SECTION}.base_model"] = base_model
     if full_finetune:
@@ -40,6 +38,14 @@ def train_cli(
         f"Trained {summary.steps} steps ({summary.epochs} epochs, {summary.tokens} tokens, "
         f"{summary.tokens_per_second:.0f} tokens/s); final loss {summary.final_loss:.4f} -> {output_dir}"
     )
+
+
+def command_line_overrides(args: List[str]) -> Dict[str, Any]:
+    """`--train.key value` pairs as spaCy parses them, with floats as typed (`0.0003`, not `0.00030000000000000003`)."""
+    from spacy.cli._util import parse_config_overrides
+
+    overrides: Dict[str, Any] = parse_config_overrides(args)
+    return {key: float(f"{value:.15g}") if isinstance(value, float) else value for key, value in overrides.items()}
 
 
 def load_train_config(config_path: Optional[Path] = None, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:

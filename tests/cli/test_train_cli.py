@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from spacy_bioselecttune.cli import app
 from spacy_bioselecttune.cli.convert import instruction_line
-from spacy_bioselecttune.cli.train import load_train_config
+from spacy_bioselecttune.cli.train import command_line_overrides, load_train_config
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 runner = CliRunner()
@@ -35,6 +35,12 @@ def test_overrides_win_over_the_config_file():
         load_train_config(CONFIGS / "train_quick.cfg", {"training.max_steps": 3})
     with pytest.raises(ValueError, match="E408"):
         load_train_config(None, {"train.steps": 3})
+
+
+def test_command_line_floats_keep_the_digits_typed():
+    overrides = command_line_overrides(["--train.learning_rate", "0.0003", "--train.min_lr_ratio=0.1", "--train.epochs", "2"])
+    assert overrides == {"train.learning_rate": 0.0003, "train.min_lr_ratio": 0.1, "train.epochs": 2}
+    assert repr(overrides["train.learning_rate"]) == "0.0003"
 
 
 def test_train_cli_writes_an_adapter(tmp_path, train_jsonl, tiny_model_dir):
