@@ -201,10 +201,8 @@ def plan_batches(lengths: Sequence[int], batch_size: int, groups: Optional[Seque
 
     With `groups` (e.g. each example's label list), a group's examples are batched together.
     """
-    if groups is None:
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    else:
-        order = sorted(range(len(lengths)), key=lambda i: (groups[i], -lengths[i], i))
+    group_of = groups if groups is not None else [()] * len(lengths)
+    order = sorted(range(len(lengths)), key=lambda i: (group_of[i], -lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 

@@ -148,14 +148,14 @@ def length_grouped_batches(
     gives each example's (e.g. its label list, so a batch shares one prompt prefix), yet come
     in random order; the order depends only on (seed, epoch), so a resumed run sees the same batches.
     """
-    key = (lambda i: lengths[i]) if groups is None else (lambda i: (groups[i], lengths[i]))
+    group_of = groups if groups is not None else [()] * len(lengths)
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
     chunk = batch_size * 50
     batches: List[List[int]] = []
     for start in range(0, len(order), chunk):
-        grouped = sorted(order[start : start + chunk], key=key)
+        grouped = sorted(order[start : start + chunk], key=lambda i: (group_of[i], lengths[i]))
         batches += [grouped[i : i + batch_size] for i in range(0, len(grouped), batch_size)]
     rng.shuffle(batches)
     return batches
