@@ -225,15 +225,20 @@ def load_initial_adapter(model, cfg: TrainConfig) -> None:
         raise ValueError(Errors.E411.format(path=directory, problem=problem))
 
 
-def dev_loss(model, examples: Sequence[EncodedExample], pad_id: int, batch_size: int, autocast, share_prefix: bool = True) -> float:
-    """Mean cross-entropy per answer token over `examples`, without dropout or gradients."""
+def dev_loss(
+    model, examples: Sequence[EncodedExample], pad_id: int, batch_size: int, autocast, groups: Optional[Sequence[object]] = None
+) -> float:
+    """Mean cross-entropy per answer token over `examples`, without dropout or gradients.
+
+    With `groups` (each example's label list), batches hold one group and share its prompt prefix.
+    """
     import torch
 
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad(), autocast():
-        for batch in plan_batches([len(e.input_ids) for e in examples], batch_size):
-            sums = batch_loss_sums(model, [examples[i] for i in batch], pad_id, share_prefix)
+        for batch in plan_batches([len(e.input_ids) for e in examples], batch_size, groups):
+            sums = batch_loss_sums(model, [examples[i] for i in batch], pad_id, groups is not None)
             total += sums.sums.sum().item()
             count += int(sums.counts.sum().item())
     model.train()
@@ -294,8 +299,9 @@ def train_adapter(
     autocast = training_autocast(cfg.precision, model_device.type)
     pad_id = tokenizer.pad_token_id
     train_set, label_lists = encode_for_training(tokenizer, examples, cfg.max_seq_len, train_path)
-    dev_set = encode_for_training(tokenizer, dev_examples, cfg.max_seq_len, dev_path)[0] if dev_examples else []
+    dev_set, dev_label_lists = encode_for_training(tokenizer, dev_examples, cfg.max_seq_len, dev_path) if dev_examples else ([], [])
     batch_groups = label_lists if cfg.share_prefix else None
+    dev_groups = dev_label_lists if cfg.share_prefix else None
     lengths = [len(e.input_ids) for e in train_set]
     batches_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum_steps)
@@ -375,7 +381,7 @@ def train_adapter(
             time_up = step < total_steps and cfg.max_minutes > 0 and time.perf_counter() - run_start >= cfg.max_minutes * 60
             dev_now = None
             if dev_set and (epoch_done or step == total_steps or time_up):
-                dev_now = last_dev = dev_loss(model, dev_set, pad_id, cfg.batch_size, autocast, cfg.share_prefix)
+                dev_now = last_dev = dev_loss(model, dev_set, pad_id, cfg.batch_size, autocast, dev_groups)
 
             # log
             progress.update(1)
