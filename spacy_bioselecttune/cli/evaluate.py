@@ -122,15 +122,22 @@ def _entities(doc: "Doc") -> List[Entity]:
 
 
 def write_errors(gold_docs: Sequence["Doc"], predicted: Sequence["Doc"], path: Path) -> Dict[str, Dict[str, int]]:
-    """Write one JSON line per doc with errors (its index, text, false negatives and positives by kind); return counts."""
+    """Write one JSON line per doc with errors or dropped names; return the error counts by kind.
+
+    A line holds the doc's index and text, its false negatives and positives (each with its
+    kind) and the names the model gave that occur nowhere in their sentence.
+    """
+    from ..pipeline.scorer import DROPPED_NAMES_KEY
+
     counts = {"false_negative": {kind: 0 for kind in ERROR_KINDS if kind != "spurious"},
               "false_positive": {kind: 0 for kind in ERROR_KINDS if kind != "missed"}}
     with path.open("w", encoding="utf8") as out:
         for index, (gold, prediction) in enumerate(zip(gold_docs, predicted)):
             errors = entity_errors(_entities(gold), _entities(prediction))
-            if not errors:
+            dropped = prediction.user_data.get(DROPPED_NAMES_KEY, [])
+            if not errors and not dropped:
                 continue
-            line: Dict[str, Any] = {"doc": index, "text": gold.text, "false_negatives": [], "false_positives": []}
+            line: Dict[str, Any] = {"doc": index, "text": gold.text, "false_negatives": [], "false_positives": [], "dropped_names": dropped}
             for error in errors:
                 counts[error.side][error.kind] += 1
                 e = error.entity

@@ -27,7 +27,7 @@ from ..engine.loading import DEFAULT_BASE_MODEL, DTYPES, KNOWN_MODELS
 from ..engine.parser import parse_answer
 from ..engine.sentences import split_long, split_sentences
 from ..errors import Errors, Warnings, warn
-from .scorer import COUNT_KEYS, USER_DATA_KEY
+from .scorer import COUNT_KEYS, DROPPED_NAMES_KEY, USER_DATA_KEY
 
 if TYPE_CHECKING:
     from ..engine.generate import Generator
@@ -223,6 +223,7 @@ def annotate_doc(
 
     Existing entities are kept; a new span overlapping an existing or earlier new span is skipped
     and counted as `overlapping_spans`, one that `char_span` cannot map as `unaligned_spans`.
+    Names found nowhere in their sentence are counted and listed in `doc.user_data[DROPPED_NAMES_KEY]`.
     """
     counts: Counter = Counter({key: 0 for key in COUNT_KEYS})
     counts["sentences"] = len({(answer.start, answer.end) for answer in answers})
@@ -240,6 +241,9 @@ def annotate_doc(
         counts["dropped_names"] += len(alignment.unmatched)
         if alignment.unmatched:
             examples.setdefault("dropped_names", alignment.unmatched[0].name)
+            doc.user_data.setdefault(DROPPED_NAMES_KEY, []).extend(
+                {"start": answer.start, "end": answer.end, "label": m.label, "name": m.name} for m in alignment.unmatched
+            )
         for entity in alignment.entities:
             start, end = answer.start + entity.start, answer.start + entity.end
             span = doc.char_span(start, end, label=entity.label, alignment_mode=alignment_mode)

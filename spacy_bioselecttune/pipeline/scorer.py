@@ -9,6 +9,8 @@ from spacy.training import Example
 from spacy.util import registry
 
 USER_DATA_KEY = "bioselecttune"
+# Each name the model gave that occurs nowhere in its sentence: {"start", "end" (the sentence), "label", "name"}.
+DROPPED_NAMES_KEY = "bioselecttune_dropped_names"
 COUNT_KEYS = ("sentences", "prompts", "parse_failures", "dropped_names", "overlapping_spans", "unaligned_spans")
 
 

@@ -87,6 +87,8 @@ def test_evaluate_scores_like_the_engine_metrics(scripted, gold_path, fixture_re
     assert [line["doc"] for line in errors] == [1]
     assert errors[0]["false_negatives"] == [{"start": 28, "end": 45, "label": "Disease", "text": "colorectal cancer", "kind": "missed"}]
     assert errors[0]["false_positives"] == []
+    sentence = fixture_records[1].text
+    assert errors[0]["dropped_names"] == [{"start": 0, "end": len(sentence), "label": "Disease", "name": "gout"}]
     assert metrics["errors"]["false_negative"] == {"wrong_label": 0, "wrong_boundary": 0, "missed": 1}
     assert "| missed | 1 |" in table
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from spacy_bioselecttune.engine import generate as generate_module
 from spacy_bioselecttune.engine.answer_format import ANSWER_CUE, TEXT_CUE
 from spacy_bioselecttune.pipeline.component import BioSelectTuneNER
+from spacy_bioselecttune.pipeline.scorer import DROPPED_NAMES_KEY
 
 
 def prompt_text(prompt: str) -> str:
@@ -146,6 +147,7 @@ def test_component_hallucinated_names_are_dropped_and_counted(fake_generator):
         doc = nlp("Aspirin helps.")
     assert ents_of(doc) == [(0, 7, "Chemical")]
     assert doc.user_data["bioselecttune"]["dropped_names"] == 1
+    assert doc.user_data[DROPPED_NAMES_KEY] == [{"start": 0, "end": 14, "label": "Disease", "name": "gout"}]
 
 
 @pytest.mark.parametrize(
