@@ -138,7 +138,7 @@ def make_hf_model(
     base_model: str = DEFAULT_BASE_MODEL,
     adapter: Optional[str] = None,
     device: str = "auto",
-    batch_size: int = 16,
+    batch_size: int = 32,
     max_new_tokens: int = 256,
     context_length: int = 8192,
     dtype: str = "auto",

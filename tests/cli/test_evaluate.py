@@ -105,7 +105,7 @@ def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_pa
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pipeline"), str(gold_path), "--output", str(tmp_path / "all"), "--limit", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "all" / "metrics.json").read_text())["docs"] == 5
-    assert scripted.settings["batch_size"] == 16  # the component's default
+    assert scripted.settings["batch_size"] == 32  # the component's default
 
 
 def test_evaluate_cli_sets_the_model_batch_apart_from_the_pipe_batch(scripted, gold_path, tmp_path):
