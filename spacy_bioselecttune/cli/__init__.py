@@ -5,6 +5,8 @@ import typer
 
 Arg = typer.Argument
 Opt = typer.Option
+# Docs per nlp.pipe batch in evaluate and annotate; their sentences are sorted by length together.
+PIPE_BATCH_SIZE = 256
 
 app = typer.Typer(name="bioselecttune", no_args_is_help=True, add_completion=False, help=__doc__)
 

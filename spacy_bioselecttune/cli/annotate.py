@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable, List, Optional
 import typer
 
 from ..errors import Errors
-from . import Arg, Opt, app
+from . import PIPE_BATCH_SIZE, Arg, Opt, app
 from .evaluate import load_pipeline, split_labels
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def annotate(
     texts: List[str],
     output_html: Path,
     output_jsonl: Optional[Path] = None,
-    batch_size: int = 256,
+    batch_size: int = PIPE_BATCH_SIZE,
     show_progress: bool = False,
 ) -> List["Doc"]:
     """Annotate `texts`, write a displaCy entity page to `output_html` and, if given, entity JSONL."""
@@ -81,7 +81,7 @@ def annotate_cli(
     base_model: Optional[str] = Opt(None, "--base-model", "-m", help="Registered base model name, checkpoint directory or .gguf"),
     labels: Optional[str] = Opt(None, "--labels", "-l", help="Comma-separated entity labels, e.g. Chemical,Disease"),
     device: Optional[str] = Opt(None, "--device", "-d", help="auto, cpu, cuda or cuda:N"),
-    batch_size: int = Opt(256, "--batch-size", "-b", help="Docs per nlp.pipe batch"),
+    batch_size: int = Opt(PIPE_BATCH_SIZE, "--batch-size", "-b", help="Docs per nlp.pipe batch"),
     limit: Optional[int] = Opt(None, "--limit", "-n", help="Annotate only the first N texts"),
     output_jsonl: Optional[Path] = Opt(None, "--jsonl", help="Also write the entities as JSONL here", dir_okay=False),
 ) -> None:

@@ -13,7 +13,7 @@ from ..engine.metrics import ERROR_KINDS, entity_errors
 from ..engine.plots import plot_per_label_f1
 from ..engine.records import Entity
 from ..errors import Errors
-from . import Arg, Opt, app
+from . import PIPE_BATCH_SIZE, Arg, Opt, app
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -157,7 +157,7 @@ def evaluate(
     gold_path: Path,
     output_dir: Path,
     limit: Optional[int] = None,
-    batch_size: int = 256,
+    batch_size: int = PIPE_BATCH_SIZE,
     show_progress: bool = False,
 ) -> EvaluationRun:
     """Run `nlp` on fresh copies of the gold docs' words and score its entities against the gold.
@@ -211,7 +211,7 @@ def evaluate_cli(
     base_model: Optional[str] = Opt(None, "--base-model", "-m", help="Registered base model name, checkpoint directory or .gguf"),
     labels: Optional[str] = Opt(None, "--labels", "-l", help="Comma-separated entity labels, e.g. Chemical,Disease"),
     device: Optional[str] = Opt(None, "--device", "-d", help="auto, cpu, cuda or cuda:N"),
-    batch_size: int = Opt(256, "--batch-size", "-b", help="Docs per nlp.pipe batch (their sentences are sorted by length together)"),
+    batch_size: int = Opt(PIPE_BATCH_SIZE, "--batch-size", "-b", help="Docs per nlp.pipe batch (their sentences are sorted by length together)"),
     model_batch_size: Optional[int] = Opt(None, "--model-batch-size", help="Sentences per model batch (the component's batch_size; e.g. 512 on a GPU)"),
     limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs (0 or unset: all)"),
     prompts: Optional[str] = Opt(None, "--prompts", help="trained (the adapter's label lists) or joint (all labels in one prompt)"),

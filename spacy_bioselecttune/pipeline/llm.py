@@ -15,7 +15,7 @@ from spacy_llm.registry import registry
 from ..engine.answer_format import ANSWER_CUE, build_prompt, check_labels, prompt_label_groups, prompt_prefix
 from ..engine.loading import DEFAULT_BASE_MODEL
 from ..errors import Errors
-from .component import ALIGNMENT_MODES, SentenceAnswer, annotate_doc, build_generator, doc_segments
+from .component import ALIGNMENT_MODES, DEFAULT_CONFIG, SentenceAnswer, annotate_doc, build_generator, doc_segments
 from .scorer import score_bioselecttune
 
 if TYPE_CHECKING:
@@ -138,8 +138,8 @@ def make_hf_model(
     base_model: str = DEFAULT_BASE_MODEL,
     adapter: Optional[str] = None,
     device: str = "auto",
-    batch_size: int = 32,
-    max_new_tokens: int = 256,
+    batch_size: int = DEFAULT_CONFIG["batch_size"],
+    max_new_tokens: int = DEFAULT_CONFIG["max_new_tokens"],
     context_length: int = 8192,
     dtype: str = "auto",
 ) -> BioSelectTuneHFModel:
