@@ -2,11 +2,10 @@
 
 Every run decodes the same prompts greedily. The reference calls Hugging Face `generate` batch
 by batch in input order with the adapter unmerged and no prefix cache; the optimised run sorts
-by length, merges the adapter and reuses the shared prompt prefix's cache, and decodes with a
-static cache replayed as CUDA graphs on CUDA (finished rows dropped from the batch on the
-CPU). Each variant turns one technique off or swaps it (bf16 weights; int8 Linear layers, CPU
-only; `dynamic` or `static` decoding, whichever the device does not use by default), so its
-effect is measured against the same reference.
+by length, merges the adapter, reuses the shared prompt prefix's cache and drops finished rows
+from the batch. Each variant turns one technique off or swaps it (bf16 weights; int8 Linear
+layers, CPU only; `static` decoding, a fixed-shape loop replayed as CUDA graphs on CUDA), so
+its effect is measured against the same reference.
 """
 from __future__ import annotations
 
@@ -36,7 +35,6 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "unmerged": {"merge_adapter": False},
     "bf16": {"dtype": "bfloat16"},
     "int8": {"prepare": int8_linear_layers},
-    "dynamic": {"decoding": "dynamic"},
     "static": {"decoding": "static"},
 }
 RESULTS_JSON = "bench.json"
@@ -119,9 +117,7 @@ def bench(
     if adapter is None:
         variants = [name for name in variants if name != "unmerged"]
     if resolve_device(device)[0].type != "cpu":
-        variants = [name for name in variants if name not in ("int8", "static")]  # int8 kernels exist on the CPU only
-    else:
-        variants = [name for name in variants if name != "dynamic"]  # the CPU's default
+        variants = [name for name in variants if name != "int8"]  # int8 kernels exist on the CPU only
     records = read_bench_records(Path(input_path), limit)
     prompts = [build_prompt(record.text, labels) for record in records]
     has_gold = any(record.entities for record in records)

@@ -163,6 +163,7 @@ def evaluate(
     """Run `nlp` on fresh copies of the gold docs' words and score its entities against the gold.
 
     Writes `metrics.json`, `metrics.md`, `per_label_f1.png` and `errors.jsonl` to `output_dir`.
+    The rates count annotation alone: pipes with a `load` method load their weights first.
     """
     from spacy.scorer import Scorer
     from spacy.tokens import Doc, DocBin
@@ -175,6 +176,9 @@ def evaluate(
         raise ValueError(Errors.E304.format(names=nlp.pipe_names))
     gold_docs = list(DocBin().from_disk(gold_path).get_docs(nlp.vocab))[: limit or None]
     fresh = (Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in gold_docs)
+    for _, pipe in nlp.pipeline:
+        if callable(getattr(pipe, "load", None)):
+            pipe.load()
     start = time.perf_counter()
     predicted = list(tqdm(nlp.pipe(fresh, batch_size=batch_size), total=len(gold_docs), unit="doc", desc="Evaluating", disable=not show_progress))
     seconds = time.perf_counter() - start

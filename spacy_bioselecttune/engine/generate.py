@@ -3,9 +3,10 @@
 Prompts are sorted by length and decoded in left-padded batches. The key/value cache of the
 token prefix all prompts share (the instruction) is computed once and reused by every batch.
 Each row stops as soon as its JSON array closes or it writes EOS. Two decoding loops give the
-same answers: the dynamic loop drops finished rows from the batch and suits the CPU; the
-static loop (`static_decode.py`) keeps fixed shapes so that on CUDA each decode step is one
-replayed CUDA graph.
+same answers: the dynamic loop (the default) drops finished rows from the batch; the static
+loop (`static_decode.py`) keeps fixed shapes so that on CUDA each decode step is one replayed
+CUDA graph. On one NVIDIA H200 (2,048 BC2GM sentences, batch 512) the dynamic loop was the
+faster, 162 against 131 sentences/s, so the static loop is opt-in.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import cache_keyword
 from .static_decode import StaticDecoder, last_token_logits, rounded_cache_length, supports_static_cache
 
-DECODINGS = ("auto", "dynamic", "static")
+DECODINGS = ("dynamic", "static")
 GRAPH_SYNC_STEPS = 8  # replayed decode steps between looks at the tokens (finished rows may idle this long)
 
 if TYPE_CHECKING:
@@ -75,8 +76,8 @@ class Generator:
     use_prefix_cache: reuse the cached states of the prompts' shared prefix across batches.
     dtype: weights' dtype, "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
-    decoding: "dynamic" (finished rows leave the batch), "static" (fixed shapes; a CUDA graph per
-        decode step on CUDA) or "auto" (static on CUDA where the model allows it, else dynamic).
+    decoding: "dynamic" (finished rows leave the batch) or "static" (fixed shapes; a CUDA graph
+        per decode step on CUDA; models without sliding-window layers only).
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class Generator:
         use_prefix_cache: bool = True,
         dtype: str = "auto",
         prepare: Optional[Callable[["PreTrainedModel"], "PreTrainedModel"]] = None,
-        decoding: str = "auto",
+        decoding: str = "dynamic",
     ) -> None:
         if decoding not in DECODINGS:
             raise ValueError(Errors.E010.format(name="decoding", value=decoding, reason=f"use one of {list(DECODINGS)}"))
@@ -236,14 +237,12 @@ class Generator:
         return generated
 
     def _uses_static_decoding(self) -> bool:
-        """Resolve `decoding` once the model is loaded."""
+        """Whether batches take the static loop; checks once, on the loaded model, that it allows it."""
         if self._static is None:
-            supported = supports_static_cache(self.model)
-            if self.decoding == "static" and not supported:
+            if self.decoding == "static" and not supports_static_cache(self.model):
                 raise ValueError(Errors.E010.format(
                     name="decoding", value="static", reason="this model's cache has sliding-window layers; use dynamic"))
-            self._static = supported and (self.decoding == "static" or (
-                self.decoding == "auto" and self.model.device.type == "cuda"))
+            self._static = self.decoding == "static"
         return self._static
 
     def _decode_batch_static(

@@ -93,6 +93,15 @@ def test_evaluate_scores_like_the_engine_metrics(scripted, gold_path, fixture_re
     assert "| missed | 1 |" in table
 
 
+def test_evaluate_loads_the_weights_before_the_clock_starts(scripted, gold_path, tmp_path, monkeypatch):
+    events = []
+    answer = ScriptedGenerator.generate
+    monkeypatch.setattr(ScriptedGenerator, "model", property(lambda self: events.append("load")))
+    monkeypatch.setattr(ScriptedGenerator, "generate", lambda self, prompts: events.append("generate") or answer(self, prompts))
+    evaluate(load_pipeline(CONFIG, base_model="/not/loaded", labels=["Disease", "Chemical"]), gold_path, tmp_path / "out")
+    assert events[0] == "load" and "generate" in events
+
+
 def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_path):
     nlp = spacy.blank("en")
     nlp.add_pipe("bioselecttune_ner", config={"labels": ["Disease", "Chemical"], "base_model": "/not/loaded"})

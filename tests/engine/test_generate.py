@@ -147,14 +147,14 @@ def test_static_decoder_is_reused_while_batches_fit(tiny_model_dir, fixture_reco
 def test_decoding_setting_is_checked(tiny_model_dir):
     with pytest.raises(ValueError, match=r"\[E010\].*decoding"):
         Generator(str(tiny_model_dir), decoding="graphs")
-    assert Generator(str(tiny_model_dir), device="cpu")._uses_static_decoding() is False  # auto: dynamic on the CPU
+    assert Generator(str(tiny_model_dir), device="cpu")._uses_static_decoding() is False  # dynamic by default
 
 
 @pytest.mark.gpu
 def test_cuda_graph_decoding_gives_the_dynamic_loops_answers(trained_model_dir, fixture_records):
     prompts = _prompts(fixture_records) * 5
     dynamic = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40, decoding="dynamic")
-    graphed = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40)
+    graphed = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40, decoding="static")
     assert graphed.generate(prompts) == dynamic.generate(prompts)
     assert graphed._decoder.graph is not None
 
