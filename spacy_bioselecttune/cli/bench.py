@@ -52,6 +52,7 @@ class BenchRun:
     peak_host_mib: float
     peak_gpu_mib: Optional[float] = None
     f1: Optional[float] = None
+    phases: Optional[Dict[str, float]] = None  # the optimised generator's DecodeTimes
     outputs: List[str] = field(default_factory=list, repr=False)
 
     @property
@@ -134,7 +135,8 @@ def bench(
             token_ids = generator.generate_token_ids(prompts)
             seconds = time.perf_counter() - started
             outputs = [generator.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-        runs.append(BenchRun(name, len(prompts), seconds, sum(map(len, token_ids)), *memory.peaks(), outputs=outputs))
+        phases = dict(asdict(generator.times), ms_per_decode_step=generator.times.ms_per_decode_step)
+        runs.append(BenchRun(name, len(prompts), seconds, sum(map(len, token_ids)), *memory.peaks(), phases=phases, outputs=outputs))
         del generator
     if has_gold:
         for run in runs:
@@ -288,14 +290,18 @@ def speed_up(reference: BenchRun, run: BenchRun) -> float:
 
 def results_markdown(runs: Sequence[BenchRun]) -> str:
     """A Markdown table of the runs; speed-up and agreement are against the first run (the reference)."""
-    header = "| method | sentences/s | speed-up | generated tokens/s | peak host MiB | peak GPU MiB | agreement | F1 |"
-    lines = [header, "|" + "---|" * 8]
+    header = ("| method | sentences/s | speed-up | generated tokens/s | peak host MiB | peak GPU MiB | agreement | F1 "
+              "| tokenize s | prefill s | decode s | decode steps | ms per decode step |")
+    lines = [header, "|" + "---|" * 13]
     for run in runs:
         gpu = "-" if run.peak_gpu_mib is None else f"{run.peak_gpu_mib:.0f}"
         f1 = "-" if run.f1 is None else f"{run.f1:.3f}"
+        phases = run.phases or {}
+        times = [f"{phases[key]:.2f}" if key in phases else "-" for key in ("tokenize_seconds", "prefill_seconds", "decode_seconds")]
+        steps = [str(phases["decode_steps"]), f"{phases['ms_per_decode_step']:.1f}"] if phases else ["-", "-"]
         lines.append(
             f"| {run.method} | {run.sentences_per_second:.2f} | {speed_up(runs[0], run):.2f}x | {run.tokens_per_second:.1f} | "
-            f"{run.peak_host_mib:.0f} | {gpu} | {agreement(runs[0], run):.1%} | {f1} |"
+            f"{run.peak_host_mib:.0f} | {gpu} | {agreement(runs[0], run):.1%} | {f1} | " + " | ".join(times + steps) + " |"
         )
     return "\n".join(lines)
 

@@ -107,6 +107,11 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
     ]
     if metrics["sentences"]:
         counts.append(("Sentences per second", f"{metrics['sentences_per_second']:.2f}"))
+    phases = metrics.get("generation")
+    if phases:
+        counts.append(("Model time: tokenize / prefill / decode (s)",
+                       " / ".join(f"{phases[key]:.2f}" for key in ("tokenize_seconds", "prefill_seconds", "decode_seconds"))))
+        counts.append(("Decode steps (ms per step)", f"{phases['decode_steps']} ({phases['ms_per_decode_step']:.1f})"))
     rows += ["", "| Count | Value |", "|---|---:|"] + [f"| {name} | {value} |" for name, value in counts]
     errors = metrics.get("errors")
     if errors:
@@ -144,6 +149,18 @@ def write_errors(gold_docs: Sequence["Doc"], predicted: Sequence["Doc"], path: P
                 line[error.side + "s"].append({"start": e.start, "end": e.end, "label": e.label, "text": gold.text[e.start:e.end], "kind": error.kind})
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
     return counts
+
+
+def _generation_phases(nlp: "Language") -> Optional[Dict[str, float]]:
+    """Where the model's time went (summed over the pipes with a loaded generator), or None."""
+    from dataclasses import asdict
+
+    times = [pipe.generator.times for _, pipe in nlp.pipeline if getattr(pipe, "is_loaded", False)]
+    if not times:
+        return None
+    phases = {key: sum(getattr(t, key) for t in times) for key in asdict(times[0])}
+    phases["ms_per_decode_step"] = 1000 * phases["decode_seconds"] / phases["decode_steps"] if phases["decode_steps"] else 0.0
+    return phases
 
 
 def _sets_entities(nlp: "Language", name: str) -> bool:
@@ -193,6 +210,9 @@ def evaluate(
         words=sum(len(doc) for doc in gold_docs),
         seconds=seconds,
     )
+    phases = _generation_phases(nlp)
+    if phases:
+        metrics["generation"] = phases
     for unit in ("docs", "words", "sentences"):
         metrics[f"{unit}_per_second"] = metrics[unit] / seconds if seconds > 0 else 0.0
     output_dir.mkdir(parents=True, exist_ok=True)

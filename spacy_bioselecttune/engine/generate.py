@@ -11,6 +11,7 @@ faster, 162 against 131 sentences/s, so the static loop is opt-in.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -57,6 +58,27 @@ class ArrayCloseTracker:
                 if self.depth == 0:
                     return True
         return False
+
+
+@dataclass
+class DecodeTimes:
+    """Where the time of a generator's calls went, summed over calls.
+
+    Reading each step's tokens waits for the device, so the phases are timed as the device
+    finishes them. `row_steps` counts rows x decode steps: the static loop keeps finished rows.
+    """
+
+    tokenize_seconds: float = 0.0
+    prefix_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    batches: int = 0
+    decode_steps: int = 0
+    row_steps: int = 0
+
+    @property
+    def ms_per_decode_step(self) -> float:
+        return 1000 * self.decode_seconds / self.decode_steps if self.decode_steps else 0.0
 
 
 @dataclass
@@ -113,6 +135,7 @@ class Generator:
         self._tokenizer: Optional["PreTrainedTokenizerBase"] = None
         self._prefix: Optional[_PrefixCache] = None
         self._token_texts: Dict[int, str] = {}
+        self.times = DecodeTimes()
 
     @property
     def model(self) -> "PreTrainedModel":
@@ -142,13 +165,18 @@ class Generator:
         import torch
         from tqdm.auto import tqdm
 
-        token_ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
+        tokenizer = self.tokenizer
+        started = time.perf_counter()
+        token_ids = [encode_prompt(tokenizer, prompt) for prompt in prompts]
+        self.times.tokenize_seconds += time.perf_counter() - started
         order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
         completions: List[List[int]] = [[] for _ in token_ids]
         with torch.inference_mode(), attention_kernels(), tqdm(
             total=len(token_ids), unit="prompt", desc="Generating", disable=not self.show_progress
         ) as progress:
+            started = time.perf_counter()
             prefix = self._shared_prefix(token_ids)
+            self.times.prefix_seconds += time.perf_counter() - started
             decoder = self._static_decoder(len(order), len(token_ids[order[0]])) if order else None
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
@@ -157,6 +185,7 @@ class Generator:
                     outputs = self._decode_batch_static(prompts_ids, prefix, decoder)
                 else:
                     outputs = self._decode_batch(prompts_ids, prefix)
+                self.times.batches += 1
                 for index, generated in zip(batch, outputs):
                     completions[index] = generated
                 progress.update(len(batch))
@@ -216,11 +245,22 @@ class Generator:
         trackers = [ArrayCloseTracker() for _ in range(size)]
         generated: List[List[int]] = [[] for _ in range(size)]
         active = list(range(size))
-        for _ in range(self.max_new_tokens):
+        times = self.times
+        started = time.perf_counter()
+        for step in range(self.max_new_tokens):
             logits = last_token_logits(model, input_ids, attention_mask, positions, cache_argument, cache)
             next_tokens = logits.argmax(dim=-1)
+            tokens = next_tokens.tolist()
+            now = time.perf_counter()
+            if step == 0:
+                times.prefill_seconds += now - started
+            else:
+                times.decode_seconds += now - started
+                times.decode_steps += 1
+                times.row_steps += len(active)
+            started = now
             keep = []
-            for slot, token in enumerate(next_tokens.tolist()):
+            for slot, token in enumerate(tokens):
                 row = active[slot]
                 if not self._append_token(generated[row], trackers[row], token, eos_ids):
                     keep.append(slot)
@@ -257,16 +297,23 @@ class Generator:
         eos_ids = self._eos_ids()
         trackers = [ArrayCloseTracker() for _ in suffixes]
         generated: List[List[int]] = [[] for _ in suffixes]
+        times = self.times
+        started = time.perf_counter()
         first_tokens = decoder.prefill(padded, prefix_length, self.tokenizer.pad_token_id)
+        times.prefill_seconds += time.perf_counter() - started
         open_rows = {
             row for row in range(len(suffixes))
             if not self._append_token(generated[row], trackers[row], first_tokens[row], eos_ids)
         }
         chunk = GRAPH_SYNC_STEPS if decoder.graph is not None else 1
         while open_rows:
+            started = time.perf_counter()
             steps = decoder.decode(chunk)
+            times.decode_seconds += time.perf_counter() - started
             if not steps or not steps[0]:
                 break
+            times.decode_steps += len(steps[0])
+            times.row_steps += len(steps[0]) * decoder.batch_size
             for row in sorted(open_rows):
                 if any(self._append_token(generated[row], trackers[row], token, eos_ids) for token in steps[row]):
                     open_rows.discard(row)

@@ -48,6 +48,12 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     assert bf16["sentences"] == 4 and bf16["f1"] is not None
     assert reference["sentences"] == optimised["sentences"] == 4
     assert optimised["outputs"] == reference["outputs"]
+    assert reference["phases"] is None
+    dynamic, fixed = optimised["phases"], static["phases"]
+    assert dynamic["batches"] == fixed["batches"] == 2 and dynamic["prefill_seconds"] > 0
+    assert 0 < dynamic["decode_steps"] <= 2 * 7 and dynamic["row_steps"] <= 2 * dynamic["decode_steps"]
+    assert fixed["row_steps"] == 2 * fixed["decode_steps"]  # the static loop keeps finished rows
+    assert dynamic["ms_per_decode_step"] == pytest.approx(1000 * dynamic["decode_seconds"] / dynamic["decode_steps"])
     assert optimised["agreement"] == 1.0
     assert optimised["generated_tokens"] == reference["generated_tokens"] > 0
     assert reference["f1"] is not None and optimised["peak_host_mib"] > 0

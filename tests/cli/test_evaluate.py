@@ -28,6 +28,7 @@ class ScriptedGenerator:
 
     def __init__(self, **settings) -> None:
         ScriptedGenerator.settings = settings
+        self.times = generate_module.DecodeTimes()
 
     @property
     def model(self) -> None:
@@ -102,6 +103,14 @@ def test_evaluate_loads_the_weights_before_the_clock_starts(scripted, gold_path,
     assert events[0] == "load" and "generate" in events
 
 
+def test_evaluate_reports_where_the_model_time_went(tiny_model_dir, gold_path, tmp_path):
+    nlp = load_pipeline(None, base_model=str(tiny_model_dir), labels=["Disease", "Chemical"], device="cpu", batch_size=4)
+    phases = evaluate(nlp, gold_path, tmp_path / "out").metrics["generation"]
+    assert phases["batches"] >= 2 and phases["decode_steps"] > 0 and phases["prefill_seconds"] > 0
+    assert phases["row_steps"] >= phases["decode_steps"]
+    assert "| Decode steps (ms per step) |" in (tmp_path / "out" / "metrics.md").read_text()
+
+
 def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_path):
     nlp = spacy.blank("en")
     nlp.add_pipe("bioselecttune_ner", config={"labels": ["Disease", "Chemical"], "base_model": "/not/loaded"})
@@ -170,6 +179,7 @@ def test_evaluate_llm_config_matches_the_component_config(scripted, gold_path, t
     assert llm_nlp.get_pipe("llm")._model.base_model == "/not/loaded"
     by_llm = evaluate(llm_nlp, gold_path, tmp_path / "llm").metrics
     by_component = evaluate(load_pipeline(CONFIG, **settings), gold_path, tmp_path / "component").metrics
-    assert {k: v for k, v in by_llm.items() if k != "seconds" and "per_second" not in k} == {
-        k: v for k, v in by_component.items() if k != "seconds" and "per_second" not in k
+    timings = ("seconds", "generation")
+    assert {k: v for k, v in by_llm.items() if k not in timings and "per_second" not in k} == {
+        k: v for k, v in by_component.items() if k not in timings and "per_second" not in k
     }
