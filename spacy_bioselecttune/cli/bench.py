@@ -36,6 +36,7 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "bf16": {"dtype": "bfloat16"},
     "int8": {"prepare": int8_linear_layers},
     "static": {"decoding": "static"},
+    "continuous": {"decoding": "continuous"},
 }
 RESULTS_JSON = "bench.json"
 RESULTS_MARKDOWN = "bench.md"

@@ -19,9 +19,10 @@ from ..errors import Errors, Warnings, warn
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import cache_keyword
+from .continuous_decode import decode_continuous, supports_joined_rows
 from .static_decode import StaticDecoder, last_token_logits, rounded_cache_length, supports_static_cache
 
-DECODINGS = ("dynamic", "static")
+DECODINGS = ("dynamic", "static", "continuous")
 GRAPH_SYNC_STEPS = 8  # replayed decode steps between looks at the tokens (finished rows may idle this long)
 
 if TYPE_CHECKING:
@@ -98,8 +99,9 @@ class Generator:
     use_prefix_cache: reuse the cached states of the prompts' shared prefix across batches.
     dtype: weights' dtype, "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
-    decoding: "dynamic" (finished rows leave the batch) or "static" (fixed shapes; a CUDA graph
-        per decode step on CUDA; models without sliding-window layers only).
+    decoding: "dynamic" (finished rows leave the batch), "static" (fixed shapes; a CUDA graph
+        per decode step on CUDA) or "continuous" (waiting prompts take finished rows' places);
+        the last two for models without sliding-window layers only.
     """
 
     def __init__(
@@ -177,6 +179,9 @@ class Generator:
             started = time.perf_counter()
             prefix = self._shared_prefix(token_ids)
             self.times.prefix_seconds += time.perf_counter() - started
+            if self.decoding == "continuous":
+                self._decode_continuous([token_ids[i] for i in order], order, prefix, completions, progress)
+                return completions
             decoder = self._static_decoder(len(order), len(token_ids[order[0]])) if order else None
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
@@ -275,6 +280,30 @@ class Generator:
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], 1)
             positions = positions[:, -1:] + 1
         return generated
+
+    def _decode_continuous(
+        self, token_ids: List[List[int]], order: List[int], prefix: Optional[_PrefixCache], completions: List[List[int]], progress
+    ) -> None:
+        """Greedy continuations of all prompts by continuous batching; `order[i]` is where prompt i's tokens go."""
+        from transformers import DynamicCache
+
+        if not supports_joined_rows(DynamicCache(config=self.model.config)):
+            raise ValueError(Errors.E010.format(
+                name="decoding", value="continuous", reason="this model's cache has sliding-window layers; use dynamic"))
+        eos_ids = self._eos_ids()
+        trackers = [ArrayCloseTracker() for _ in token_ids]
+
+        def finished(index: int, token: int) -> bool:
+            done = self._append_token(completions[order[index]], trackers[index], token, eos_ids)
+            progress.update(int(done))
+            return done
+
+        decode_continuous(
+            self.model, token_ids, len(prefix.token_ids) if prefix else 0, prefix.past_key_values if prefix else None,
+            pad_id=self.tokenizer.pad_token_id, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+            cache_argument=self._cache_argument(), finished=finished, times=self.times,
+        )
+        progress.update(len(token_ids) - progress.n)
 
     def _uses_static_decoding(self) -> bool:
         """Whether batches take the static loop; checks once, on the loaded model, that it allows it."""

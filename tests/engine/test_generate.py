@@ -132,6 +132,36 @@ def test_static_decoding_gives_the_dynamic_loops_tokens(trained_model_dir, tiny_
     assert static.generate(prompts[:4]) == [answer_for_record(r) for r in fixture_records]
 
 
+def test_continuous_batching_gives_the_dynamic_loops_tokens(trained_model_dir, tiny_model_dir, fixture_records):
+    prompts = _prompts(fixture_records) * 3
+    for model_dir in (trained_model_dir, tiny_model_dir):
+        for batch_size, prefix, max_new_tokens in ((3, True, 25), (2, False, 25), (4, True, 7), (32, True, 25)):
+            settings = dict(device="cpu", batch_size=batch_size, max_new_tokens=max_new_tokens, use_prefix_cache=prefix)
+            dynamic = Generator(str(model_dir), decoding="dynamic", **settings)
+            continuous = Generator(str(model_dir), decoding="continuous", **settings)
+            assert continuous.generate_token_ids(prompts) == dynamic.generate_token_ids(prompts)
+            assert continuous.generate_token_ids(prompts[-1:]) == dynamic.generate_token_ids(prompts[-1:])
+            assert max(map(len, continuous.generate_token_ids(prompts))) <= max_new_tokens
+    continuous = Generator(str(trained_model_dir), device="cpu", batch_size=3, max_new_tokens=60, decoding="continuous")
+    assert continuous.generate(prompts[:4]) == [answer_for_record(r) for r in fixture_records]
+    # prompts joined a running batch: more prefills than batches of 3, and fuller decode steps than the dynamic loop's
+    dynamic = Generator(str(trained_model_dir), device="cpu", batch_size=3, max_new_tokens=60)
+    dynamic.generate(prompts)
+    continuous.times = type(continuous.times)()
+    continuous.generate(prompts)
+    assert continuous.times.batches > -(-len(prompts) // 3)
+    assert continuous.times.decode_steps < dynamic.times.decode_steps
+    assert continuous.times.row_steps / continuous.times.decode_steps > dynamic.times.row_steps / dynamic.times.decode_steps
+
+
+def test_continuous_batching_refuses_sliding_window_caches(tiny_model_dir, monkeypatch):
+    import spacy_bioselecttune.engine.generate as generate_module
+
+    monkeypatch.setattr(generate_module, "supports_joined_rows", lambda cache: False)
+    with pytest.raises(ValueError, match=r"\[E010\].*continuous.*sliding-window"):
+        Generator(str(tiny_model_dir), device="cpu", decoding="continuous").generate(["Gout."])
+
+
 def test_static_decoder_is_reused_while_batches_fit(tiny_model_dir, fixture_records):
     prompts = _prompts(fixture_records)
     generator = Generator(str(tiny_model_dir), device="cpu", batch_size=4, max_new_tokens=10, decoding="static")
