@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc
 
-COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size", "prompts", "dtype")
+COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size", "prompts", "dtype", "decoding")
 
 
 @dataclass
@@ -60,6 +60,7 @@ def load_pipeline(
     batch_size: Optional[int] = None,
     prompts: Optional[str] = None,
     dtype: Optional[str] = None,
+    decoding: Optional[str] = None,
 ) -> "Language":
     """A pipeline from a saved directory, a .cfg file, an adapter directory, or (model None) the options alone.
 
@@ -69,7 +70,7 @@ def load_pipeline(
     import spacy
     from spacy.util import load_config, load_model_from_config
 
-    settings = {key: value for key, value in zip(COMPONENT_OPTIONS, (labels, base_model, adapter, device, batch_size, prompts, dtype)) if value is not None}
+    settings = {key: value for key, value in zip(COMPONENT_OPTIONS, (labels, base_model, adapter, device, batch_size, prompts, dtype, decoding)) if value is not None}
     if model is not None and (model / "config.cfg").is_file():
         fixed = sorted(set(settings) & {"labels", "base_model", "adapter"})
         if fixed:
@@ -240,10 +241,11 @@ def evaluate_cli(
     limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs (0 or unset: all)"),
     prompts: Optional[str] = Opt(None, "--prompts", help="trained (the adapter's label lists) or joint (all labels in one prompt)"),
     dtype: Optional[str] = Opt(None, "--dtype", help="Weights' dtype: auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16"),
+    decoding: Optional[str] = Opt(None, "--decoding", help="dynamic (default), continuous or static"),
 ) -> None:
     """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""
     nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device,
-                        batch_size=model_batch_size, prompts=prompts, dtype=dtype)
+                        batch_size=model_batch_size, prompts=prompts, dtype=dtype, decoding=decoding)
     run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True)
     typer.echo(run.metrics_md.read_text(encoding="utf8"))
     typer.echo(f"Wrote {run.metrics_json}, {run.metrics_md}, {run.plot} and {run.errors_jsonl}")

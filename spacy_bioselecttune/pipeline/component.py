@@ -23,6 +23,7 @@ from spacy.util import minibatch
 
 from ..engine.align import align_mentions
 from ..engine.answer_format import FORMAT_VERSION, build_prompt, check_labels, prompt_label_groups
+from ..engine.generate import DECODINGS
 from ..engine.loading import DEFAULT_BASE_MODEL, DTYPES, KNOWN_MODELS
 from ..engine.parser import parse_answer
 from ..engine.sentences import split_long, split_sentences
@@ -48,6 +49,7 @@ DEFAULT_CONFIG = {
     "adapter": AUTO_ADAPTER,
     "device": "auto",
     "dtype": "auto",
+    "decoding": "dynamic",
     "batch_size": 32,
     "max_new_tokens": 256,
     "max_sentence_chars": 1000,
@@ -71,6 +73,7 @@ def make_bioselecttune_ner(
     adapter: Optional[str],
     device: str,
     dtype: str,
+    decoding: str,
     batch_size: int,
     max_new_tokens: int,
     max_sentence_chars: int,
@@ -85,6 +88,8 @@ def make_bioselecttune_ner(
     adapter: a LoRA adapter directory, a name under the package's `adapters/`, "auto" (the adapter
         shipped for `base_model`, if any; smollm2-135m has one) or None (the bare base model).
     dtype: weights' dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
+    decoding: "dynamic" (finished rows leave a batch), "continuous" (waiting sentences take
+        their places) or "static" (fixed shapes, CUDA graphs); the same tokens from each.
     max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
     alignment_mode: `Doc.char_span` mode for names whose offsets fall inside a token.
     prompts: "trained" asks in the label lists the adapter was trained on (one prompt per list
@@ -98,6 +103,7 @@ def make_bioselecttune_ner(
         adapter=adapter,
         device=device,
         dtype=dtype,
+        decoding=decoding,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         max_sentence_chars=max_sentence_chars,
@@ -173,6 +179,7 @@ def build_generator(
     batch_size: int,
     max_new_tokens: int,
     dtype: str = "auto",
+    decoding: str = "dynamic",
 ) -> "Generator":
     """A generator (weights load on first use) for `base_model` plus `adapter`, once the adapter is checked.
 
@@ -191,6 +198,7 @@ def build_generator(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         dtype=dtype,
+        decoding=decoding,
     )
 
 
@@ -281,6 +289,7 @@ class BioSelectTuneNER(Pipe):
         adapter: Optional[Union[str, Path]] = None,
         device: str = "auto",
         dtype: str = "auto",
+        decoding: str = "dynamic",
         batch_size: int = DEFAULT_CONFIG["batch_size"],
         max_new_tokens: int = DEFAULT_CONFIG["max_new_tokens"],
         max_sentence_chars: int = DEFAULT_CONFIG["max_sentence_chars"],
@@ -292,6 +301,8 @@ class BioSelectTuneNER(Pipe):
             raise ValueError(Errors.E010.format(name="alignment_mode", value=alignment_mode, reason=f"use one of {ALIGNMENT_MODES}"))
         if dtype not in DTYPES:
             raise ValueError(Errors.E010.format(name="dtype", value=dtype, reason=f"use one of {DTYPES}"))
+        if decoding not in DECODINGS:
+            raise ValueError(Errors.E010.format(name="decoding", value=decoding, reason=f"use one of {DECODINGS}"))
         if prompts not in PROMPT_MODES:
             raise ValueError(Errors.E010.format(name="prompts", value=prompts, reason=f"use one of {PROMPT_MODES}"))
         for option, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("max_sentence_chars", max_sentence_chars)):
@@ -304,6 +315,7 @@ class BioSelectTuneNER(Pipe):
         self.adapter = None if adapter is None else str(adapter)
         self.device = device
         self.dtype = dtype
+        self.decoding = decoding
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.max_sentence_chars = max_sentence_chars
@@ -329,7 +341,7 @@ class BioSelectTuneNER(Pipe):
         """The generator, built on first access after the adapter and labels are checked."""
         if self._generator is None:
             self._generator = build_generator(
-                self.base_model, self.adapter, self._labels, self.device, self.batch_size, self.max_new_tokens, self.dtype
+                self.base_model, self.adapter, self._labels, self.device, self.batch_size, self.max_new_tokens, self.dtype, self.decoding
             )
         return self._generator
 

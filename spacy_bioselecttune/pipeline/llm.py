@@ -86,6 +86,7 @@ class BioSelectTuneHFModel:
         max_new_tokens: int,
         context_length: int,
         dtype: str = "auto",
+        decoding: str = "dynamic",
     ) -> None:
         self.base_model = base_model
         self.adapter = adapter
@@ -94,6 +95,7 @@ class BioSelectTuneHFModel:
         self.max_new_tokens = max_new_tokens
         self._context_length = context_length
         self.dtype = dtype
+        self.decoding = decoding
         self._generator: Optional["Generator"] = None
 
     @property
@@ -105,7 +107,7 @@ class BioSelectTuneHFModel:
         """The generator, built on first use after the adapter's format version is checked."""
         if self._generator is None:
             self._generator = build_generator(
-                self.base_model, self.adapter, (), self.device, self.batch_size, self.max_new_tokens, self.dtype
+                self.base_model, self.adapter, (), self.device, self.batch_size, self.max_new_tokens, self.dtype, self.decoding
             )
         return self._generator
 
@@ -142,6 +144,7 @@ def make_hf_model(
     max_new_tokens: int = DEFAULT_CONFIG["max_new_tokens"],
     context_length: int = 8192,
     dtype: str = "auto",
+    decoding: str = "dynamic",
 ) -> BioSelectTuneHFModel:
-    """A local causal LLM (plus optional LoRA adapter), loaded on first use; `dtype` as for the component."""
-    return BioSelectTuneHFModel(base_model, adapter, device, batch_size, max_new_tokens, context_length, dtype)
+    """A local causal LLM (plus optional LoRA adapter), loaded on first use; `dtype` and `decoding` as for the component."""
+    return BioSelectTuneHFModel(base_model, adapter, device, batch_size, max_new_tokens, context_length, dtype, decoding)

@@ -78,6 +78,8 @@ def test_component_rejects_bad_settings():
         nlp.add_pipe("bioselecttune_ner", config={"labels": []})
     with pytest.raises(ValueError, match=r"\[E010\].*batch_size"):
         nlp.add_pipe("bioselecttune_ner", config={"batch_size": 0})
+    with pytest.raises(ValueError, match=r"\[E010\].*decoding.*continuous"):
+        nlp.add_pipe("bioselecttune_ner", config={"decoding": "graphs"})
 
 
 def test_component_memorized_model_gives_gold_ents(memorized_model_dir, fixture_records, labels):
@@ -90,10 +92,11 @@ def test_component_memorized_model_gives_gold_ents(memorized_model_dir, fixture_
         assert doc.user_data["bioselecttune"]["parse_failures"] == 0
 
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_component_pipe_maps_multi_sentence_docs_back(memorized_model_dir, fixture_records, labels, batch_size):
+@pytest.mark.parametrize("batch_size,decoding", [(1, "dynamic"), (3, "dynamic"), (3, "continuous")])
+def test_component_pipe_maps_multi_sentence_docs_back(memorized_model_dir, fixture_records, labels, batch_size, decoding):
     nlp = spacy.blank("en")
-    pipe = nlp.add_pipe("bioselecttune_ner", config={"labels": labels, "base_model": str(memorized_model_dir), "device": "cpu"})
+    config = {"labels": labels, "base_model": str(memorized_model_dir), "device": "cpu", "decoding": decoding, "batch_size": 2}
+    pipe = nlp.add_pipe("bioselecttune_ner", config=config)
     joined = " ".join(r.text for r in fixture_records)
     texts = [r.text for r in fixture_records] + [joined, "  " + fixture_records[3].text + "\n" + fixture_records[1].text]
     expected = [gold_of(r) for r in fixture_records]
@@ -107,6 +110,7 @@ def test_component_pipe_maps_multi_sentence_docs_back(memorized_model_dir, fixtu
     assert [ents_of(doc) for doc in docs] == expected
     assert [doc.text for doc in docs] == texts
     assert pipe.counts["sentences"] == 4 + 4 + 2
+    assert pipe.generator.decoding == decoding
 
 
 def test_component_uses_sentences_set_by_an_earlier_pipe(fake_generator):
