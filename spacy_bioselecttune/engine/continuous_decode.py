@@ -111,7 +111,6 @@ def decode_continuous(
     prefill and decode time, the refills (as batches) and the steps.
     """
     import torch
-    from transformers import DynamicCache
 
     waiting = deque(range(len(prompts)))
     refill = max(1, batch_size // REFILL_FRACTION)
@@ -121,8 +120,7 @@ def decode_continuous(
         started = time.perf_counter()
         if waiting and (running is None or free >= refill):
             admitted = [waiting.popleft() for _ in range(min(free, len(waiting)))]
-            rows = _prefill(model, [prompts[i] for i in admitted], admitted, prefix_length, prefix_cache, pad_id,
-                            cache_argument, DynamicCache)
+            rows = _prefill(model, [prompts[i] for i in admitted], admitted, prefix_length, prefix_cache, pad_id, cache_argument)
             times.prefill_seconds += time.perf_counter() - started
             times.batches += 1
             first_fresh = len(running.prompts) if running else 0
@@ -151,9 +149,11 @@ def decode_continuous(
             running.trim()
 
 
-def _prefill(model, prompts, indices, prefix_length, prefix_cache, pad_id, cache_argument, cache_type) -> _Rows:
-    """Run the prompts' suffixes after a copy of the prefix cache; rows holding each prompt's first token."""
+def prefill_inputs(model, prompts: Sequence[Sequence[int]], prefix_length: int, prefix_cache: Optional[object], pad_id: int):
+    """Inputs to run the prompts' suffixes after the prefix: left-padded ids, the mask over prefix
+    and suffix, the suffix positions, and a cache holding the prefix once per prompt (or empty)."""
     import torch
+    from transformers import DynamicCache
 
     device = model.device
     size = len(prompts)
@@ -167,6 +167,12 @@ def _prefill(model, prompts, indices, prefix_length, prefix_cache, pad_id, cache
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(size)
     else:
-        cache = cache_type(config=model.config)
+        cache = DynamicCache(config=model.config)
+    return input_ids, mask, positions, cache
+
+
+def _prefill(model, prompts, indices, prefix_length, prefix_cache, pad_id, cache_argument) -> _Rows:
+    """Run the prompts' suffixes after a copy of the prefix cache; rows holding each prompt's first token."""
+    input_ids, mask, positions, cache = prefill_inputs(model, prompts, prefix_length, prefix_cache, pad_id)
     logits = last_token_logits(model, input_ids, mask, positions, cache_argument, cache)
-    return _Rows(list(indices), [0] * size, cache, mask, logits.argmax(dim=-1), positions[:, -1])
+    return _Rows(list(indices), [0] * len(prompts), cache, mask, logits.argmax(dim=-1), positions[:, -1])

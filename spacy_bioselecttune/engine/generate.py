@@ -11,13 +11,12 @@ than the static one, 162 against 131 sentences/s.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..errors import Errors, Warnings, warn
-from .continuous_decode import decode_continuous, supports_joined_rows
+from .continuous_decode import decode_continuous, prefill_inputs, supports_joined_rows
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import cache_keyword
@@ -227,24 +226,14 @@ class Generator:
     def _decode_batch(self, token_ids: List[List[int]], prefix: Optional[_PrefixCache]) -> List[List[int]]:
         """Greedy continuations of one batch; the prompts all start with `prefix` when it is given."""
         import torch
-        from transformers import DynamicCache
 
         model = self.model
         device = model.device
         size = len(token_ids)
-        prefix_length = len(prefix.token_ids) if prefix else 0
-        suffixes = [ids[prefix_length:] for ids in token_ids]
-        width = max(len(ids) for ids in suffixes)
-        pad_id = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in suffixes], device=device)
-        suffix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in suffixes], device=device)
-        attention_mask = torch.cat([torch.ones((size, prefix_length), dtype=torch.long, device=device), suffix_mask], 1)
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_length:]
-        if prefix:
-            cache = copy.deepcopy(prefix.past_key_values)
-            cache.batch_repeat_interleave(size)
-        else:
-            cache = DynamicCache(config=model.config)
+        input_ids, attention_mask, positions, cache = prefill_inputs(
+            model, token_ids, len(prefix.token_ids) if prefix else 0, prefix.past_key_values if prefix else None,
+            self.tokenizer.pad_token_id,
+        )
 
         cache_argument = self._cache_argument()
         eos_ids = self._eos_ids()
