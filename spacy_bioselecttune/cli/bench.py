@@ -136,8 +136,8 @@ def bench(
             token_ids = generator.generate_token_ids(prompts)
             seconds = time.perf_counter() - started
             outputs = [generator.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-        phases = dict(asdict(generator.times), ms_per_decode_step=generator.times.ms_per_decode_step)
-        runs.append(BenchRun(name, len(prompts), seconds, sum(map(len, token_ids)), *memory.peaks(), phases=phases, outputs=outputs))
+        runs.append(BenchRun(name, len(prompts), seconds, sum(map(len, token_ids)), *memory.peaks(),
+                             phases=generator.times.to_dict(), outputs=outputs))
         del generator
     if has_gold:
         for run in runs:

@@ -154,14 +154,10 @@ def write_errors(gold_docs: Sequence["Doc"], predicted: Sequence["Doc"], path: P
 
 def _generation_phases(nlp: "Language") -> Optional[Dict[str, float]]:
     """Where the model's time went (summed over the pipes with a loaded generator), or None."""
-    from dataclasses import asdict
+    from ..engine.generate import DecodeTimes
 
     times = [pipe.generator.times for _, pipe in nlp.pipeline if getattr(pipe, "is_loaded", False)]
-    if not times:
-        return None
-    phases = {key: sum(getattr(t, key) for t in times) for key in asdict(times[0])}
-    phases["ms_per_decode_step"] = 1000 * phases["decode_seconds"] / phases["decode_steps"] if phases["decode_steps"] else 0.0
-    return phases
+    return DecodeTimes.summed(times).to_dict() if times else None
 
 
 def _sets_entities(nlp: "Language", name: str) -> bool:
