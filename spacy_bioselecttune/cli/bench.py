@@ -36,8 +36,10 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "bf16": {"dtype": "bfloat16"},
     "int8": {"prepare": int8_linear_layers},
     "static": {"decoding": "static"},
+    "compiled": {"decoding": "compiled"},
     "continuous": {"decoding": "continuous"},
 }
+DEFAULT_VARIANTS = [name for name in VARIANTS if name != "compiled"]  # compiling takes about a minute on a CPU
 RESULTS_JSON = "bench.json"
 RESULTS_MARKDOWN = "bench.md"
 
@@ -54,6 +56,7 @@ class BenchRun:
     peak_gpu_mib: Optional[float] = None
     f1: Optional[float] = None
     phases: Optional[Dict[str, float]] = None  # the optimised generator's DecodeTimes
+    warm_up_seconds: Optional[float] = None  # untimed decoding of the longest batch before the run
     outputs: List[str] = field(default_factory=list, repr=False)
 
     @property
@@ -78,7 +81,8 @@ def bench_cli(
     batch_size: int = Opt(8, "--batch-size", "-b", help="Prompts per batch"),
     max_new_tokens: int = Opt(64, "--max-new-tokens", help="Most tokens generated per sentence"),
     device: str = Opt("auto", "--device", "-d", help="auto, cpu, cuda or cuda:N"),
-    variants: str = Opt(",".join(VARIANTS), "--variants", help=f"Comma-separated ablations of the optimised run ({', '.join(VARIANTS)}), or none"),
+    variants: str = Opt(",".join(DEFAULT_VARIANTS), "--variants", help=f"Comma-separated ablations of the optimised run ({', '.join(VARIANTS)}), or none"),
+    warm_up: bool = Opt(False, "--warm-up", help="Decode each optimised run's longest batch once before timing it (reported apart)"),
 ) -> None:
     """Compare a naive generation loop with the optimised generator and its ablations on the same sentences."""
     runs = bench(
@@ -93,6 +97,7 @@ def bench_cli(
         device=device,
         variants=[] if variants.strip() in ("", "none") else [name.strip() for name in variants.split(",")],
         show_progress=True,
+        warm_up=warm_up,
     )
     typer.echo(results_markdown(runs))
     typer.echo(f"Results written to {output_dir}")
@@ -110,8 +115,13 @@ def bench(
     device: str = "auto",
     variants: Sequence[str] = (),
     show_progress: bool = False,
+    warm_up: bool = False,
 ) -> List[BenchRun]:
-    """Run the reference loop, the optimised generator and its `variants`; write bench.json and bench.md."""
+    """Run the reference loop, the optimised generator and its `variants`; write bench.json and bench.md.
+
+    warm_up: before timing each optimised run, decode its longest batch once (builds, compiles
+    and captures the static decoders); the seconds it took are reported apart.
+    """
     labels = check_labels(labels)
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown:
@@ -132,12 +142,13 @@ def bench(
         with _PeakMemory() as memory:
             generator = Generator(base_model, adapter, device, batch_size, max_new_tokens, show_progress=show_progress, **settings)
             generator.model  # loading is not timed, as in the reference
+            warm_up_seconds = generator.warm_up(prompts) if warm_up else None
             started = time.perf_counter()
             token_ids = generator.generate_token_ids(prompts)
             seconds = time.perf_counter() - started
             outputs = [generator.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
         runs.append(BenchRun(name, len(prompts), seconds, sum(map(len, token_ids)), *memory.peaks(),
-                             phases=generator.times.to_dict(), outputs=outputs))
+                             phases=generator.times.to_dict(), warm_up_seconds=warm_up_seconds, outputs=outputs))
         del generator
     if has_gold:
         for run in runs:
@@ -292,17 +303,18 @@ def speed_up(reference: BenchRun, run: BenchRun) -> float:
 def results_markdown(runs: Sequence[BenchRun]) -> str:
     """A Markdown table of the runs; speed-up and agreement are against the first run (the reference)."""
     header = ("| method | sentences/s | speed-up | generated tokens/s | peak host MiB | peak GPU MiB | agreement | F1 "
-              "| tokenize s | prefill s | decode s | decode steps | ms per decode step |")
-    lines = [header, "|" + "---|" * 13]
+              "| tokenize s | prefill s | decode s | decode steps | ms per decode step | warm-up s |")
+    lines = [header, "|" + "---|" * 14]
     for run in runs:
         gpu = "-" if run.peak_gpu_mib is None else f"{run.peak_gpu_mib:.0f}"
         f1 = "-" if run.f1 is None else f"{run.f1:.3f}"
         phases = run.phases or {}
         times = [f"{phases[key]:.2f}" if key in phases else "-" for key in ("tokenize_seconds", "prefill_seconds", "decode_seconds")]
         steps = [str(phases["decode_steps"]), f"{phases['ms_per_decode_step']:.1f}"] if phases else ["-", "-"]
+        warm = "-" if run.warm_up_seconds is None else f"{run.warm_up_seconds:.1f}"
         lines.append(
             f"| {run.method} | {run.sentences_per_second:.2f} | {speed_up(runs[0], run):.2f}x | {run.tokens_per_second:.1f} | "
-            f"{run.peak_host_mib:.0f} | {gpu} | {agreement(runs[0], run):.1%} | {f1} | " + " | ".join(times + steps) + " |"
+            f"{run.peak_host_mib:.0f} | {gpu} | {agreement(runs[0], run):.1%} | {f1} | " + " | ".join(times + steps + [warm]) + " |"
         )
     return "\n".join(lines)
 

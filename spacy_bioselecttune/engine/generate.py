@@ -16,13 +16,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..errors import Errors, Warnings, warn
+from . import attention
 from .continuous_decode import decode_continuous, prefill_inputs, supports_joined_rows
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import cache_keyword
 from .static_decode import StaticDecoder, last_token_logits, rounded_cache_length, supports_static_cache
 
-DECODINGS = ("dynamic", "static", "continuous")
+DECODINGS = ("dynamic", "static", "compiled", "continuous")
+STATIC_DECODINGS = ("static", "compiled")
 GRAPH_SYNC_STEPS = 8  # replayed decode steps between looks at the tokens (finished rows may idle this long)
 
 if TYPE_CHECKING:
@@ -108,8 +110,9 @@ class Generator:
     dtype: weights' dtype, "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
     decoding: "dynamic" (finished rows leave the batch), "static" (fixed shapes; a CUDA graph
-        per decode step on CUDA) or "continuous" (waiting prompts take finished rows' places);
-        the last two for models without sliding-window layers only.
+        per decode step on CUDA), "compiled" (the static loop with its decode step compiled by
+        torch.compile, which fuses its small kernels) or "continuous" (waiting prompts take
+        finished rows' places); all but "dynamic" for models without sliding-window layers only.
     """
 
     def __init__(
@@ -164,7 +167,21 @@ class Generator:
             model, self._tokenizer = load_model(
                 self.base_model, adapter=self.adapter, device=self.device, merge_adapter=self.merge_adapter, dtype=self.dtype
             )
+            model = attention.use_packed_decode_attention(model)
             self._model = self.prepare(model) if self.prepare is not None else model
+
+    def warm_up(self, prompts: Sequence[str]) -> float:
+        """Decode the `batch_size` longest of `prompts` and forget their times; return the seconds taken.
+
+        Later batches of these prompts then find the weights loaded and the static decoder built
+        (compiled and captured as a CUDA graph where the decoding does that).
+        """
+        started = time.perf_counter()
+        lengths = [len(encode_prompt(self.tokenizer, prompt)) for prompt in prompts]
+        longest = sorted(range(len(prompts)), key=lambda i: -lengths[i])[: self.batch_size]
+        self.generate_token_ids([prompts[i] for i in longest])
+        self.times = DecodeTimes()
+        return time.perf_counter() - started
 
     def generate(self, prompts: Sequence[str]) -> List[str]:
         """Raw completions for `prompts`, in input order, without the EOS token."""
@@ -306,10 +323,11 @@ class Generator:
     def _uses_static_decoding(self) -> bool:
         """Whether batches take the static loop; checks once, on the loaded model, that it allows it."""
         if self._static is None:
-            if self.decoding == "static" and not supports_static_cache(self.model):
+            static = self.decoding in STATIC_DECODINGS
+            if static and not supports_static_cache(self.model):
                 raise ValueError(Errors.E010.format(
-                    name="decoding", value="static", reason="this model's cache has sliding-window layers; use dynamic"))
-            self._static = self.decoding == "static"
+                    name="decoding", value=self.decoding, reason="this model's cache has sliding-window layers; use dynamic"))
+            self._static = static
         return self._static
 
     def _decode_batch_static(
@@ -364,7 +382,7 @@ class Generator:
             try:
                 decoder = self._decoder = StaticDecoder(
                     self.model, rows, rounded_cache_length(longest_prompt + max_steps), max_steps,
-                    self._cache_argument(), use_graph,
+                    self._cache_argument(), use_graph, compiled=self.decoding == "compiled",
                 )
             except RuntimeError as error:
                 if not use_graph:

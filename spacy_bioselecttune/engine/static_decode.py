@@ -60,6 +60,7 @@ class StaticDecoder:
     max_steps: decode steps per batch after the prefill's token.
     cache_argument: the model's keyword for the cache ("cache" or "past_key_values").
     use_graph: capture the decode step as a CUDA graph (CUDA only).
+    compiled: run the decode step through torch.compile (compiled on the first step, before any capture).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class StaticDecoder:
         max_steps: int,
         cache_argument: str,
         use_graph: bool,
+        compiled: bool = False,
     ) -> None:
         import torch
         from transformers import StaticCache
@@ -96,6 +98,7 @@ class StaticDecoder:
         self.key_valid = torch.zeros((batch_size, cache_length), dtype=torch.bool, device=device)
         self.generated = torch.zeros((batch_size, max(1, max_steps)), dtype=torch.long, device=device)
         self._steps_done = 0
+        self._run_step = torch.compile(self._step, dynamic=False) if compiled else self._step
         self.graph = self._capture() if use_graph else None
 
     def set_prefix(self, prefix_tokens: Sequence[int], prefix_cache) -> None:
@@ -144,7 +147,7 @@ class StaticDecoder:
             if self.graph is not None:
                 self.graph.replay()
             else:
-                self._step()
+                self._run_step()
         self._steps_done = start + steps
         return self.generated[:, start : start + steps].tolist()
 
@@ -170,7 +173,7 @@ class StaticDecoder:
         stream.wait_stream(torch.cuda.current_stream(self.tokens.device))
         with torch.cuda.stream(stream):
             for _ in range(GRAPH_WARMUP_STEPS):
-                self._step()
+                self._run_step()
         torch.cuda.current_stream(self.tokens.device).wait_stream(stream)
         self.slot.zero_()
         self.step_index.zero_()
@@ -178,5 +181,5 @@ class StaticDecoder:
             layer.cumulative_length.zero_()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._step()
+            self._run_step()
         return graph

@@ -89,7 +89,8 @@ def make_bioselecttune_ner(
         shipped for `base_model`, if any; smollm2-135m has one) or None (the bare base model).
     dtype: weights' dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     decoding: "dynamic" (finished rows leave a batch), "continuous" (waiting sentences take
-        their places) or "static" (fixed shapes, CUDA graphs); the same tokens from each.
+        their places), "static" (fixed shapes, CUDA graphs) or "compiled" (the static loop with
+        its step compiled by torch.compile; the first batch compiles it); the same tokens from each.
     max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
     alignment_mode: `Doc.char_span` mode for names whose offsets fall inside a token.
     prompts: "trained" asks in the label lists the adapter was trained on (one prompt per list

@@ -62,3 +62,16 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     assert result.exit_code != 0 and "E404" in str(result.exception)
     result = CliRunner().invoke(app, args + ["--variants", "none"])
     assert result.exit_code == 0 and len(json.loads((out / RESULTS_JSON).read_text())["runs"]) == 2
+
+
+def test_bench_warms_up_and_compiles_on_request(tiny_model_dir, sentences_jsonl, tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", str(sentences_jsonl), str(out), "-m", str(tiny_model_dir), "-b", "2", "--max-new-tokens", "8",
+            "-d", "cpu", "--variants", "compiled", "--warm-up"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    reference, optimised, compiled = json.loads((out / RESULTS_JSON).read_text())["runs"]
+    assert compiled["method"] == "optimised, compiled" and compiled["outputs"] == reference["outputs"]
+    assert reference["warm_up_seconds"] is None and optimised["warm_up_seconds"] > 0 and compiled["warm_up_seconds"] > 0
+    assert compiled["phases"]["batches"] == 2  # the warm-up's batch is not counted
+    assert "| warm-up s |" in (out / RESULTS_MARKDOWN).read_text()

@@ -111,6 +111,25 @@ def test_evaluate_reports_where_the_model_time_went(tiny_model_dir, gold_path, t
     assert "| Decode steps (ms per step) |" in (tmp_path / "out" / "metrics.md").read_text()
 
 
+def test_evaluate_warm_up_runs_the_longest_docs_before_the_clock(tiny_model_dir, gold_path, tmp_path, monkeypatch):
+    from spacy_bioselecttune.engine.generate import Generator
+
+    def run(warm_up: int, name: str):
+        nlp = load_pipeline(None, base_model=str(tiny_model_dir), labels=["Disease"], device="cpu", batch_size=2)
+        return evaluate(nlp, gold_path, tmp_path / name, warm_up=warm_up).metrics
+
+    cold = run(0, "cold")
+    seen = []
+    generate = Generator.generate
+    monkeypatch.setattr(Generator, "generate", lambda self, prompts: seen.append(len(prompts)) or generate(self, prompts))
+    warm = run(2, "warm")
+    assert cold["warm_up_seconds"] is None and warm["warm_up_seconds"] > 0 and warm["warm_up_docs"] == 2
+    assert warm["generation"]["batches"] == cold["generation"]["batches"]  # the warm-up's batches are forgotten
+    assert seen[0] > 2  # the longest of the two-sentence gold docs came first
+    assert warm["ents_f"] == cold["ents_f"] and warm["docs"] == cold["docs"]
+    assert "| Warm-up before the clock: docs (s) | 2 (" in (tmp_path / "warm" / "metrics.md").read_text()
+
+
 def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_path):
     nlp = spacy.blank("en")
     nlp.add_pipe("bioselecttune_ner", config={"labels": ["Disease", "Chemical"], "base_model": "/not/loaded"})

@@ -132,6 +132,14 @@ def test_static_decoding_gives_the_dynamic_loops_tokens(trained_model_dir, tiny_
     assert static.generate(prompts[:4]) == [answer_for_record(r) for r in fixture_records]
 
 
+def test_compiled_static_decoding_gives_the_dynamic_loops_tokens(tiny_model_dir, fixture_records):
+    prompts = _prompts(fixture_records)
+    settings = dict(device="cpu", batch_size=3, max_new_tokens=12)
+    compiled = Generator(str(tiny_model_dir), decoding="compiled", **settings)
+    assert compiled.generate_token_ids(prompts) == Generator(str(tiny_model_dir), **settings).generate_token_ids(prompts)
+    assert compiled._decoder._run_step != compiled._decoder._step  # the step runs through torch.compile
+
+
 def test_continuous_batching_gives_the_dynamic_loops_tokens(trained_model_dir, tiny_model_dir, fixture_records):
     prompts = _prompts(fixture_records) * 3
     for model_dir in (trained_model_dir, tiny_model_dir):
@@ -184,9 +192,11 @@ def test_decoding_setting_is_checked(tiny_model_dir):
 def test_cuda_graph_decoding_gives_the_dynamic_loops_answers(trained_model_dir, fixture_records):
     prompts = _prompts(fixture_records) * 5
     dynamic = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40, decoding="dynamic")
-    graphed = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40, decoding="static")
-    assert graphed.generate(prompts) == dynamic.generate(prompts)
-    assert graphed._decoder.graph is not None
+    expected = dynamic.generate(prompts)
+    for decoding in ("static", "compiled"):
+        graphed = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40, decoding=decoding)
+        assert graphed.generate(prompts) == expected
+        assert graphed._decoder.graph is not None
 
 
 def test_a_failed_graph_capture_falls_back_to_the_dynamic_loop(tiny_model_dir, fixture_records, monkeypatch):
