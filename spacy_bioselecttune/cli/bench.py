@@ -133,28 +133,31 @@ def bench(
     records = read_bench_records(Path(input_path), limit)
     prompts = [build_prompt(record.text, labels) for record in records]
     has_gold = any(record.entities for record in records)
-    runs = []
+    settings = dict(input=str(input_path), base_model=base_model, adapter=adapter, labels=labels,
+                    batch_size=batch_size, max_new_tokens=max_new_tokens, device=device)
+    runs: List[BenchRun] = []
+
+    def finish(run: BenchRun) -> None:  # results are rewritten as each run ends, so a failing run keeps the others
+        run.f1 = _f1(records, run.outputs, labels) if has_gold else None
+        runs.append(run)
+        _write_results(runs, Path(output_dir), settings)
+
     with _PeakMemory() as memory:
         outputs, tokens, seconds = reference_generate(base_model, adapter, prompts, batch_size, max_new_tokens, device)
-    runs.append(BenchRun("reference", len(prompts), seconds, tokens, *memory.peaks(), outputs=outputs))
+    finish(BenchRun("reference", len(prompts), seconds, tokens, *memory.peaks(), outputs=outputs))
     for name in ["optimised"] + [f"optimised, {variant}" for variant in variants]:
-        settings = VARIANTS.get(name.split(", ")[-1], {})
+        options = VARIANTS.get(name.split(", ")[-1], {})
         with _PeakMemory() as memory:
-            generator = Generator(base_model, adapter, device, batch_size, max_new_tokens, show_progress=show_progress, **settings)
+            generator = Generator(base_model, adapter, device, batch_size, max_new_tokens, show_progress=show_progress, **options)
             generator.model  # loading is not timed, as in the reference
             warm_up_seconds = generator.warm_up(prompts) if warm_up else None
             started = time.perf_counter()
             token_ids = generator.generate_token_ids(prompts)
             seconds = time.perf_counter() - started
             outputs = [generator.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-        runs.append(BenchRun(name, len(prompts), seconds, sum(map(len, token_ids)), *memory.peaks(),
-                             phases=generator.times.to_dict(), warm_up_seconds=warm_up_seconds, outputs=outputs))
+        finish(BenchRun(name, len(prompts), seconds, sum(map(len, token_ids)), *memory.peaks(),
+                        phases=generator.times.to_dict(), warm_up_seconds=warm_up_seconds, outputs=outputs))
         del generator
-    if has_gold:
-        for run in runs:
-            run.f1 = _f1(records, run.outputs, labels)
-    _write_results(runs, Path(output_dir), dict(input=str(input_path), base_model=base_model, adapter=adapter,
-                   labels=labels, batch_size=batch_size, max_new_tokens=max_new_tokens, device=device))
     return runs
 
 
