@@ -49,7 +49,7 @@ DEFAULT_CONFIG = {
     "adapter": AUTO_ADAPTER,
     "device": "auto",
     "dtype": "auto",
-    "decoding": "dynamic",
+    "decoding": "auto",
     "batch_size": 32,
     "max_new_tokens": 256,
     "max_sentence_chars": 1000,
@@ -88,7 +88,8 @@ def make_bioselecttune_ner(
     adapter: a LoRA adapter directory, a name under the package's `adapters/`, "auto" (the adapter
         shipped for `base_model`, if any; smollm2-135m has one) or None (the bare base model).
     dtype: weights' dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
-    decoding: "dynamic" (finished rows leave a batch), "continuous" (waiting sentences take
+    decoding: "auto" (static on CUDA, dynamic elsewhere), "dynamic" (finished rows leave a
+        batch), "continuous" (waiting sentences take
         their places), "static" (fixed shapes, CUDA graphs) or "compiled" (the static loop with
         its step compiled by torch.compile; the first batch compiles it); the same tokens from each.
     max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
@@ -180,7 +181,7 @@ def build_generator(
     batch_size: int,
     max_new_tokens: int,
     dtype: str = "auto",
-    decoding: str = "dynamic",
+    decoding: str = "auto",
 ) -> "Generator":
     """A generator (weights load on first use) for `base_model` plus `adapter`, once the adapter is checked.
 
@@ -290,7 +291,7 @@ class BioSelectTuneNER(Pipe):
         adapter: Optional[Union[str, Path]] = None,
         device: str = "auto",
         dtype: str = "auto",
-        decoding: str = "dynamic",
+        decoding: str = "auto",
         batch_size: int = DEFAULT_CONFIG["batch_size"],
         max_new_tokens: int = DEFAULT_CONFIG["max_new_tokens"],
         max_sentence_chars: int = DEFAULT_CONFIG["max_sentence_chars"],

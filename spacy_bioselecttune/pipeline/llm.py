@@ -86,7 +86,7 @@ class BioSelectTuneHFModel:
         max_new_tokens: int,
         context_length: int,
         dtype: str = "auto",
-        decoding: str = "dynamic",
+        decoding: str = "auto",
     ) -> None:
         self.base_model = base_model
         self.adapter = adapter
@@ -144,7 +144,7 @@ def make_hf_model(
     max_new_tokens: int = DEFAULT_CONFIG["max_new_tokens"],
     context_length: int = 8192,
     dtype: str = "auto",
-    decoding: str = "dynamic",
+    decoding: str = "auto",
 ) -> BioSelectTuneHFModel:
     """A local causal LLM (plus optional LoRA adapter), loaded on first use; `dtype` and `decoding` as for the component."""
     return BioSelectTuneHFModel(base_model, adapter, device, batch_size, max_new_tokens, context_length, dtype, decoding)

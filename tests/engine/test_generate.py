@@ -185,7 +185,19 @@ def test_static_decoder_is_reused_while_batches_fit(tiny_model_dir, fixture_reco
 def test_decoding_setting_is_checked(tiny_model_dir):
     with pytest.raises(ValueError, match=r"\[E010\].*decoding"):
         Generator(str(tiny_model_dir), decoding="graphs")
-    assert Generator(str(tiny_model_dir), device="cpu")._uses_static_decoding() is False  # dynamic by default
+    assert Generator(str(tiny_model_dir), device="cpu")._uses_static_decoding() is False  # auto: dynamic on a CPU
+
+
+def test_auto_decoding_takes_the_static_loop_where_graphs_are_available(tiny_model_dir, monkeypatch):
+    import spacy_bioselecttune.engine.generate as generate_module
+
+    on_cuda = Generator(str(tiny_model_dir), device="cpu")
+    monkeypatch.setattr(on_cuda, "_graphs_available", lambda: True)
+    assert on_cuda._uses_static_decoding() is True
+    sliding = Generator(str(tiny_model_dir), device="cpu")
+    monkeypatch.setattr(sliding, "_graphs_available", lambda: True)
+    monkeypatch.setattr(generate_module, "supports_static_cache", lambda model: False)
+    assert sliding._uses_static_decoding() is False  # no error: auto falls back to the dynamic loop
 
 
 @pytest.mark.gpu
