@@ -12,13 +12,12 @@ position of each row's last fed token.
 """
 from __future__ import annotations
 
-import copy
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
-from .static_decode import last_token_logits
+from .static_decode import last_token_logits, prefill_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -147,28 +146,6 @@ def decode_continuous(
         elif len(keep) < len(running.prompts):
             running.select(keep)
             running.trim()
-
-
-def prefill_inputs(model, prompts: Sequence[Sequence[int]], prefix_length: int, prefix_cache: Optional[object], pad_id: int):
-    """Inputs to run the prompts' suffixes after the prefix: left-padded ids, the mask over prefix
-    and suffix, the suffix positions, and a cache holding the prefix once per prompt (or empty)."""
-    import torch
-    from transformers import DynamicCache
-
-    device = model.device
-    size = len(prompts)
-    suffixes = [list(ids[prefix_length:]) for ids in prompts]
-    width = max(len(ids) for ids in suffixes)
-    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in suffixes], device=device)
-    suffix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in suffixes], device=device)
-    mask = torch.cat([torch.ones((size, prefix_length), dtype=torch.long, device=device), suffix_mask], 1)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_length:]
-    if prefix_cache is not None:
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(size)
-    else:
-        cache = DynamicCache(config=model.config)
-    return input_ids, mask, positions, cache
 
 
 def _prefill(model, prompts, indices, prefix_length, prefix_cache, pad_id, cache_argument) -> _Rows:

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set,
 
 from ..errors import Errors, Warnings, warn
 from . import attention
-from .continuous_decode import decode_continuous, prefill_inputs, supports_joined_rows
+from .continuous_decode import REFILL_FRACTION, decode_continuous, supports_joined_rows
 from .encoding import encode_prompt
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import cache_keyword
-from .static_decode import StaticDecoder, last_token_logits, rounded_cache_length, supports_static_cache
+from .static_decode import StaticDecoder, last_token_logits, prefill_inputs, rounded_cache_length, supports_static_cache
 
-DECODINGS = ("auto", "dynamic", "static", "compiled", "continuous")
-STATIC_DECODINGS = ("static", "compiled")
+DECODINGS = ("auto", "dynamic", "static", "compiled", "continuous", "static-continuous", "compiled-continuous")
+STATIC_DECODINGS = ("static", "compiled", "static-continuous", "compiled-continuous")
 GRAPH_SYNC_STEPS = 8  # replayed decode steps between looks at the tokens (finished rows may idle this long)
 
 if TYPE_CHECKING:
@@ -114,8 +114,10 @@ class Generator:
         the static loop was 2.1 times as fast, on a CPU it is the slower), "dynamic" (finished
         rows leave the batch), "static" (fixed shapes; a CUDA graph
         per decode step on CUDA), "compiled" (the static loop with its decode step compiled by
-        torch.compile, which fuses its small kernels) or "continuous" (waiting prompts take
-        finished rows' places); all but "dynamic" for models without sliding-window layers only.
+        torch.compile, which fuses its small kernels), "continuous" (waiting prompts take
+        finished rows' places), or "static-continuous" and "compiled-continuous" (the static
+        loops with finished rows taking waiting prompts, inside the static cache); all but
+        "dynamic" for models without sliding-window layers only.
     """
 
     def __init__(
@@ -210,7 +212,12 @@ class Generator:
             if self.decoding == "continuous":
                 self._decode_continuous([token_ids[i] for i in order], order, prefix, completions, progress)
                 return completions
-            decoder = self._static_decoder(len(order), len(token_ids[order[0]])) if order else None
+            refilling = self.decoding.endswith("-continuous")
+            steps_per_row = self.max_new_tokens + GRAPH_SYNC_STEPS if refilling else max(0, self.max_new_tokens - 1)
+            decoder = self._static_decoder(len(order), len(token_ids[order[0]]) + steps_per_row) if order else None
+            if decoder is not None and refilling:
+                self._decode_refilling([token_ids[i] for i in order], order, prefix, decoder, completions, progress)
+                return completions
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
                 prompts_ids = [token_ids[i] for i in batch]
@@ -323,6 +330,56 @@ class Generator:
         )
         progress.update(len(token_ids) - progress.n)
 
+    def _decode_refilling(
+        self, token_ids: List[List[int]], order: List[int], prefix: Optional[_PrefixCache], decoder: StaticDecoder,
+        completions: List[List[int]], progress,
+    ) -> None:
+        """Greedy continuations of all prompts in the static decoder's rows, a finished row taking
+        the next waiting prompt (once a quarter of the rows are free); `order[i]` is where prompt i's tokens go."""
+        prefix_length = len(prefix.token_ids) if prefix else 0
+        if prefix and decoder.prefix_tokens != prefix.token_ids:
+            decoder.set_prefix(prefix.token_ids, prefix.past_key_values)
+        decoder.start_refilling(prefix_length)
+        eos_ids = self._eos_ids()
+        trackers = [ArrayCloseTracker() for _ in token_ids]
+        counts = [0] * len(token_ids)
+        owners: List[Optional[int]] = [None] * decoder.batch_size  # the prompt each row decodes
+        waiting = list(range(len(token_ids)))[::-1]  # popped from the end: the longest prompts first
+        refill = max(1, decoder.batch_size // REFILL_FRACTION)
+        chunk = GRAPH_SYNC_STEPS if decoder.graph is not None else 1
+        times = self.times
+
+        def finished(prompt: int, token: int) -> bool:
+            counts[prompt] += 1
+            done = self._append_token(completions[order[prompt]], trackers[prompt], token, eos_ids)
+            done = done or counts[prompt] >= self.max_new_tokens
+            progress.update(int(done))
+            return done
+
+        while waiting or any(owner is not None for owner in owners):
+            free = [row for row, owner in enumerate(owners) if owner is None]
+            started = time.perf_counter()
+            if waiting and (len(free) == len(owners) or len(free) >= refill):
+                admitted = [waiting.pop() for _ in range(min(len(free), len(waiting)))]
+                first_tokens = decoder.admit(free[: len(admitted)], [token_ids[i] for i in admitted],
+                                             prefix.past_key_values if prefix else None, self.tokenizer.pad_token_id, chunk)
+                times.prefill_seconds += time.perf_counter() - started
+                times.batches += 1
+                for row, prompt, token in zip(free, admitted, first_tokens):
+                    if finished(prompt, token):
+                        decoder.release(row)
+                    else:
+                        owners[row] = prompt
+                continue
+            steps = decoder.decode_refilling(chunk)
+            times.decode_seconds += time.perf_counter() - started
+            times.decode_steps += len(steps[0])
+            times.row_steps += len(steps[0]) * decoder.batch_size
+            for row, prompt in enumerate(owners):
+                if prompt is not None and any(finished(prompt, token) for token in steps[row]):
+                    owners[row] = None
+                    decoder.release(row)
+
     def _uses_static_decoding(self) -> bool:
         """Whether batches take the static loop; checks once, on the loaded model, that it allows it."""
         if self._static is None:
@@ -370,8 +427,8 @@ class Generator:
                     open_rows.discard(row)
         return generated
 
-    def _static_decoder(self, prompts: int, longest_prompt: int) -> Optional[StaticDecoder]:
-        """A static decoder for batches of these prompts, or None to decode with the dynamic loop.
+    def _static_decoder(self, prompts: int, slots: int) -> Optional[StaticDecoder]:
+        """A static decoder for batches of these prompts, needing `slots` cache slots per row, or None to decode with the dynamic loop.
 
         Rows: the batch size, or the next power of two above a smaller number of prompts, so
         that calls with similar numbers of prompts share one decoder (and its CUDA graph). The
@@ -382,13 +439,13 @@ class Generator:
         rows = min(self.batch_size, 1 << (prompts - 1).bit_length())
         max_steps = max(0, self.max_new_tokens - 1)
         decoder = self._decoder
-        if decoder is None or decoder.batch_size != rows or decoder.cache_length < longest_prompt + max_steps:
+        if decoder is None or decoder.batch_size != rows or decoder.cache_length < slots:
             self._decoder = None  # free the old cache before allocating the new one
             use_graph = self._graphs_available()
             try:
                 decoder = self._decoder = StaticDecoder(
-                    self.model, rows, rounded_cache_length(longest_prompt + max_steps), max_steps,
-                    self._cache_argument(), use_graph, compiled=self.decoding == "compiled",
+                    self.model, rows, rounded_cache_length(slots), max_steps,
+                    self._cache_argument(), use_graph, compiled=self.decoding.startswith("compiled"),
                 )
             except RuntimeError as error:
                 if not use_graph:

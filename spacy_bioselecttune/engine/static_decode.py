@@ -13,6 +13,7 @@ dynamic loop of `generate.py`.
 """
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 if TYPE_CHECKING:
@@ -38,6 +39,28 @@ def last_token_logits(model, input_ids, attention_mask, position_ids, cache_argu
         logits_to_keep=1,
         **{cache_argument: cache},
     ).logits[:, -1]
+
+
+def prefill_inputs(model, prompts: Sequence[Sequence[int]], prefix_length: int, prefix_cache: Optional[object], pad_id: int):
+    """Inputs to run the prompts' suffixes after the prefix: left-padded ids, the mask over prefix
+    and suffix, the suffix positions, and a cache holding the prefix once per prompt (or empty)."""
+    import torch
+    from transformers import DynamicCache
+
+    device = model.device
+    size = len(prompts)
+    suffixes = [list(ids[prefix_length:]) for ids in prompts]
+    width = max(len(ids) for ids in suffixes)
+    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in suffixes], device=device)
+    suffix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in suffixes], device=device)
+    mask = torch.cat([torch.ones((size, prefix_length), dtype=torch.long, device=device), suffix_mask], 1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_length:]
+    if prefix_cache is not None:
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(size)
+    else:
+        cache = DynamicCache(config=model.config)
+    return input_ids, mask, positions, cache
 
 
 def supports_static_cache(model: "PreTrainedModel") -> bool:
@@ -98,6 +121,9 @@ class StaticDecoder:
         self.key_valid = torch.zeros((batch_size, cache_length), dtype=torch.bool, device=device)
         self.generated = torch.zeros((batch_size, max(1, max_steps)), dtype=torch.long, device=device)
         self._steps_done = 0
+        self._write_slot = 0  # host copy of `slot` for the refilling loop
+        self._prefix_length = 0
+        self._row_start: List[Optional[int]] = [None] * batch_size  # first slot of each refilled row's own tokens
         self._run_step = torch.compile(self._step, dynamic=False) if compiled else self._step
         self.graph = self._capture() if use_graph else None
 
@@ -143,13 +169,101 @@ class StaticDecoder:
         """Run up to `steps` more decode steps (never past `max_steps`); return the tokens they produced, per row."""
         start = self._steps_done
         steps = min(steps, self.max_steps - start)
+        self._replay(steps)
+        self._steps_done = start + steps
+        return self.generated[:, start : start + steps].tolist()
+
+    # --- refilling: rows that finish take new prompts (continuous batching in the static cache) ---
+
+    def start_refilling(self, prefix_length: int) -> None:
+        """Free every row; the shared prefix (see `set_prefix`) fills slots [0, prefix_length)."""
+        self._prefix_length = prefix_length
+        self._row_start = [None] * self.batch_size
+        self.key_valid.zero_()
+        self.key_valid[:, :prefix_length] = True
+        self._set_write_slot(prefix_length)
+
+    def admit(self, rows: Sequence[int], prompts: Sequence[Sequence[int]], prefix_cache, pad_id: int, headroom: int) -> List[int]:
+        """Prefill `prompts` (each starting with the prefix) into the free `rows`; return their first tokens.
+
+        The prompts run eagerly after a copy of the prefix cache; their suffixes' keys and values
+        go to the slots just before the write slot, which first moves so that the widest suffix
+        fits behind it and `headroom` decode steps after it.
+        """
+        import torch
+
+        prefix_length = self._prefix_length
+        width = max(len(ids) for ids in prompts) - prefix_length
+        slot = max(self._write_slot, prefix_length + width)
+        if slot + headroom > self.cache_length:
+            slot = prefix_length + max(self._live_length(), width)
+        self._relocate(slot)
+        input_ids, mask, positions, cache = prefill_inputs(self.model, prompts, prefix_length, prefix_cache, pad_id)
+        logits = last_token_logits(self.model, input_ids, mask, positions, self.cache_argument, cache)
+        index = torch.tensor(list(rows), device=self.tokens.device)
+        start = slot - width
+        for static_layer, layer in zip(self.cache.layers, cache.layers):
+            static_layer.keys[index, :, start:slot] = layer.keys[:, :, -width:].to(static_layer.keys.dtype)
+            static_layer.values[index, :, start:slot] = layer.values[:, :, -width:].to(static_layer.values.dtype)
+        self.key_valid[index] = False
+        self.key_valid[index, :prefix_length] = True
+        self.key_valid[index, start:slot] = mask[:, -width:].bool()
+        first = logits.argmax(dim=-1)
+        self.tokens[index] = first[:, None]
+        self.positions[index] = positions[:, -1:] + 1
+        for row in rows:
+            self._row_start[row] = start
+        return first.tolist()
+
+    def release(self, row: int) -> None:
+        """Mark `row` free: its tokens no longer need keeping."""
+        self._row_start[row] = None
+
+    def decode_refilling(self, steps: int) -> List[List[int]]:
+        """Run `steps` decode steps (at most `max_steps`), first moving the live rows to the front of
+        the cache if the steps would not fit; return the tokens they produced, per row."""
+        steps = min(steps, self.generated.shape[1])
+        if self._write_slot + steps > self.cache_length:
+            self._relocate(self._prefix_length + self._live_length())
+        self.step_index.zero_()
+        self._replay(steps)
+        self._write_slot += steps
+        return self.generated[:, :steps].tolist()
+
+    def _live_length(self) -> int:
+        """Slots from the earliest start of a row in use to the write slot (0 when no row is in use)."""
+        starts = [start for start in self._row_start if start is not None]
+        return self._write_slot - min(starts) if starts else 0
+
+    def _relocate(self, slot: int) -> None:
+        """Move the slots of the rows in use so that they end at `slot` (one shift for all rows) and write there next."""
+        old = self._write_slot
+        shift = slot - old
+        if shift == 0:
+            return
+        keep = self._live_length()
+        if keep:
+            for layer in self.cache.layers:
+                layer.keys[:, :, slot - keep : slot] = layer.keys[:, :, old - keep : old].clone()
+                layer.values[:, :, slot - keep : slot] = layer.values[:, :, old - keep : old].clone()
+        valid = self.key_valid[:, old - keep : old].clone()
+        self.key_valid[:, self._prefix_length :] = False
+        self.key_valid[:, slot - keep : slot] = valid
+        self._row_start = [None if start is None else start + shift for start in self._row_start]
+        self._set_write_slot(slot)
+
+    def _set_write_slot(self, slot: int) -> None:
+        self._write_slot = slot
+        self.slot.fill_(slot)
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(slot)
+
+    def _replay(self, steps: int) -> None:
         for _ in range(steps):
             if self.graph is not None:
                 self.graph.replay()
             else:
                 self._run_step()
-        self._steps_done = start + steps
-        return self.generated[:, start : start + steps].tolist()
 
     def _step(self) -> None:
         """One decode step on the buffers: attend, pick the next token, advance."""

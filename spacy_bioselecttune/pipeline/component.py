@@ -91,7 +91,9 @@ def make_bioselecttune_ner(
     decoding: "auto" (static on CUDA, dynamic elsewhere), "dynamic" (finished rows leave a
         batch), "continuous" (waiting sentences take
         their places), "static" (fixed shapes, CUDA graphs) or "compiled" (the static loop with
-        its step compiled by torch.compile; the first batch compiles it); the same tokens from each.
+        its step compiled by torch.compile; the first batch compiles it), or "static-continuous"
+        and "compiled-continuous" (those loops refilling finished rows with waiting sentences);
+        the same tokens from each.
     max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
     alignment_mode: `Doc.char_span` mode for names whose offsets fall inside a token.
     prompts: "trained" asks in the label lists the adapter was trained on (one prompt per list

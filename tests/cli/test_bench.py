@@ -39,10 +39,11 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads((out / RESULTS_JSON).read_text())
-    reference, optimised, no_cache, bf16, int8, static, continuous = data["runs"]
+    reference, optimised, no_cache, bf16, int8, static, continuous, refilling = data["runs"]
     assert [run["method"] for run in data["runs"]] == ["reference", "optimised", "optimised, no-prefix-cache", "optimised, bf16",
-                                                       "optimised, int8", "optimised, static", "optimised, continuous"]
-    assert static["outputs"] == continuous["outputs"] == reference["outputs"]
+                                                       "optimised, int8", "optimised, static", "optimised, continuous",
+                                                       "optimised, static-continuous"]
+    assert static["outputs"] == continuous["outputs"] == refilling["outputs"] == reference["outputs"]
     assert int8["sentences"] == 4 and int8["f1"] is not None and 0.0 <= int8["agreement"] <= 1.0
     assert no_cache["outputs"] == reference["outputs"] and no_cache["speed_up"] > 0
     assert bf16["sentences"] == 4 and bf16["f1"] is not None

@@ -162,6 +162,39 @@ def test_continuous_batching_gives_the_dynamic_loops_tokens(trained_model_dir, t
     assert continuous.times.row_steps / continuous.times.decode_steps > dynamic.times.row_steps / dynamic.times.decode_steps
 
 
+def test_refilling_static_decoding_gives_the_dynamic_loops_tokens(trained_model_dir, tiny_model_dir, fixture_records, monkeypatch):
+    from spacy_bioselecttune.engine.static_decode import StaticDecoder
+
+    shifts = []
+    relocate = StaticDecoder._relocate
+    monkeypatch.setattr(StaticDecoder, "_relocate", lambda self, slot: shifts.append(slot - self._write_slot) or relocate(self, slot))
+    prompts = _prompts(fixture_records) * 6
+    for model_dir in (trained_model_dir, tiny_model_dir):
+        for batch_size, prefix, max_new_tokens in ((3, True, 25), (2, False, 25), (4, True, 4), (32, True, 25)):
+            settings = dict(device="cpu", batch_size=batch_size, max_new_tokens=max_new_tokens, use_prefix_cache=prefix)
+            expected = Generator(str(model_dir), decoding="dynamic", **settings).generate_token_ids(prompts)
+            refilling = Generator(str(model_dir), decoding="static-continuous", **settings)
+            assert refilling.generate_token_ids(prompts) == expected
+            assert refilling.generate_token_ids(prompts[-1:]) == expected[-1:]
+    assert any(shift < 0 for shift in shifts)  # live rows were moved to the front of a full cache
+    assert any(shift > 0 for shift in shifts)  # and behind a longer prompt's suffix
+    refilling = Generator(str(trained_model_dir), device="cpu", batch_size=3, max_new_tokens=60, decoding="static-continuous")
+    assert refilling.generate(prompts[:4]) == [answer_for_record(r) for r in fixture_records]
+    static = Generator(str(trained_model_dir), device="cpu", batch_size=3, max_new_tokens=60, decoding="static")
+    static.generate(prompts)
+    refilling.times = type(refilling.times)()
+    refilling.generate(prompts)
+    assert refilling.times.decode_steps < static.times.decode_steps  # finished rows took waiting prompts
+
+
+def test_compiled_refilling_decoding_gives_the_dynamic_loops_tokens(tiny_model_dir, fixture_records):
+    prompts = _prompts(fixture_records) * 2
+    settings = dict(device="cpu", batch_size=3, max_new_tokens=12)
+    compiled = Generator(str(tiny_model_dir), decoding="compiled-continuous", **settings)
+    assert compiled.generate_token_ids(prompts) == Generator(str(tiny_model_dir), **settings).generate_token_ids(prompts)
+    assert compiled._decoder._run_step != compiled._decoder._step
+
+
 def test_continuous_batching_refuses_sliding_window_caches(tiny_model_dir, monkeypatch):
     import spacy_bioselecttune.engine.generate as generate_module
 
@@ -205,7 +238,7 @@ def test_cuda_graph_decoding_gives_the_dynamic_loops_answers(trained_model_dir, 
     prompts = _prompts(fixture_records) * 5
     dynamic = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40, decoding="dynamic")
     expected = dynamic.generate(prompts)
-    for decoding in ("static", "compiled"):
+    for decoding in ("static", "compiled", "static-continuous", "compiled-continuous"):
         graphed = Generator(str(trained_model_dir), device="cuda", batch_size=8, max_new_tokens=40, decoding=decoding)
         assert graphed.generate(prompts) == expected
         assert graphed._decoder.graph is not None
