@@ -112,12 +112,12 @@ class Generator:
     prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
     decoding: "auto" (static on CUDA where the model allows it, else dynamic: on one NVIDIA H200
         the static loop was 2.1 times as fast, on a CPU it is the slower), "dynamic" (finished
-        rows leave the batch), "static" (fixed shapes; a CUDA graph
-        per decode step on CUDA), "compiled" (the static loop with its decode step compiled by
-        torch.compile, which fuses its small kernels), "continuous" (waiting prompts take
-        finished rows' places), or "static-continuous" and "compiled-continuous" (the static
-        loops with finished rows taking waiting prompts, inside the static cache); all but
-        "dynamic" for models without sliding-window layers only.
+        rows leave the batch), "static" (fixed shapes; a CUDA graph per decode step on CUDA),
+        "compiled" (the static loop with its decode step compiled by torch.compile, which fuses
+        its small kernels), "continuous" (waiting prompts take finished rows' places), or
+        "static-continuous" and "compiled-continuous" (the static loops with finished rows
+        taking waiting prompts, inside the static cache); all but "dynamic" for models without
+        sliding-window layers only.
     """
 
     def __init__(
