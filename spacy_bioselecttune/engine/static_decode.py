@@ -10,6 +10,12 @@ Layout of a batch in the cache: the shared prefix in slots [0, P), the left-padd
 suffixes in [P, P + W), then one slot per decode step. A boolean key mask marks which slots
 each row may attend to; the positions given to the model skip the padding, as in the
 dynamic loop of `generate.py`.
+
+Refilling (`start_refilling`, `admit`, `decode_refilling`) instead gives a finished row a
+waiting prompt: the prompt is prefilled eagerly and its suffix's keys and values are written
+into that row just before the write slot, which all rows share. When the slots run out, the
+slots of the rows in use are moved to the front of the cache in one shift for all rows. The
+captured step is the same in both modes; only the buffers it reads change between replays.
 """
 from __future__ import annotations
 
