@@ -26,6 +26,8 @@ from .static_decode import StaticDecoder, last_token_logits, prefill_inputs, rou
 
 DECODINGS = ("auto", "dynamic", "static", "compiled", "continuous", "static-continuous", "compiled-continuous")
 STATIC_DECODINGS = ("static", "compiled", "static-continuous", "compiled-continuous")
+COMPILED_DECODINGS = ("compiled", "compiled-continuous")  # the static step runs through torch.compile
+REFILLING_DECODINGS = ("static-continuous", "compiled-continuous")  # finished static rows take waiting prompts
 GRAPH_SYNC_STEPS = 8  # replayed decode steps between looks at the tokens (finished rows may idle this long)
 
 if TYPE_CHECKING:
@@ -212,7 +214,7 @@ class Generator:
             if self.decoding == "continuous":
                 self._decode_continuous([token_ids[i] for i in order], order, prefix, completions, progress)
                 return completions
-            refilling = self.decoding.endswith("-continuous")
+            refilling = self.decoding in REFILLING_DECODINGS
             steps_per_row = self.max_new_tokens + GRAPH_SYNC_STEPS if refilling else max(0, self.max_new_tokens - 1)
             decoder = self._static_decoder(len(order), len(token_ids[order[0]]) + steps_per_row) if order else None
             if decoder is not None and refilling:
@@ -445,7 +447,7 @@ class Generator:
             try:
                 decoder = self._decoder = StaticDecoder(
                     self.model, rows, rounded_cache_length(slots), max_steps,
-                    self._cache_argument(), use_graph, compiled=self.decoding.startswith("compiled"),
+                    self._cache_argument(), use_graph, compiled=self.decoding in COMPILED_DECODINGS,
                 )
             except RuntimeError as error:
                 if not use_graph:
