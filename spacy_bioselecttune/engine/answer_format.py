@@ -16,6 +16,10 @@ FORMAT_VERSION = 1
 ANSWER_CUE = "\nAnswer:\n"
 TEXT_CUE = "\nText: "
 EMPTY_ANSWER = "[]"
+# An answer names each (entity, name) pair once (`render_answer`), so one whose last LOOP_ITEMS
+# items all repeat earlier pairs is going round a loop that only max_new_tokens would end.
+# Four, not three: on dev, a stop after three dropped a name once (scripts/loop_stop_check.py).
+LOOP_ITEMS = 4
 
 
 def check_labels(labels: Iterable[str]) -> List[str]:

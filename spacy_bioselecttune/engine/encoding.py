@@ -37,6 +37,14 @@ def encode_prompt(tokenizer: "PreTrainedTokenizerBase", prompt: str) -> List[int
     return leading_special_ids(tokenizer) + tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
+def encode_prompts(tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str]) -> List[List[int]]:
+    """`encode_prompt` for many prompts in one batched tokenizer call."""
+    if not prompts:
+        return []
+    lead = leading_special_ids(tokenizer)
+    return [lead + ids for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+
+
 def encode_example(tokenizer: "PreTrainedTokenizerBase", prompt: str, answer: str) -> EncodedExample:
     """Encode a training or scoring pair; the loss covers positions `answer_start .. len(input_ids) - 1`.
 

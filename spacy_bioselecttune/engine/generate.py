@@ -2,7 +2,8 @@
 
 Prompts are sorted by length and decoded in left-padded batches. The key/value cache of the
 token prefix all prompts share (the instruction) is computed once and reused by every batch.
-Each row stops as soon as its JSON array closes or it writes EOS. Three decoding loops give
+Each row stops as soon as its JSON array closes, it writes EOS or its last items only repeat
+earlier ones (`ArrayCloseTracker`). Three decoding loops give
 the same answers: the dynamic loop drops finished rows from the batch; the continuous loop
 (`continuous_decode.py`) fills their places with waiting prompts; the static loop
 (`static_decode.py`) keeps fixed shapes so that on CUDA each decode step is one replayed CUDA
@@ -19,9 +20,11 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set,
 from ..errors import Errors, Warnings, warn
 from . import attention
 from .continuous_decode import REFILL_FRACTION, decode_continuous, supports_joined_rows
-from .encoding import encode_prompt
+from .answer_format import LOOP_ITEMS
+from .encoding import encode_prompts
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import cache_keyword
+from .parser import item_key
 from .static_decode import StaticDecoder, last_token_logits, prefill_inputs, rounded_cache_length, supports_static_cache
 
 DECODINGS = ("auto", "dynamic", "static", "compiled", "continuous", "static-continuous", "compiled-continuous")
@@ -37,16 +40,25 @@ if TYPE_CHECKING:
 
 @dataclass
 class ArrayCloseTracker:
-    """Follows generated text and reports when its outermost JSON array has closed."""
+    """Follows generated text and reports when the answer is over: its outermost JSON array has
+    closed, or its last `LOOP_ITEMS` items each repeated an earlier item (a loop; the parser
+    keeps each item once, so stopping there loses nothing)."""
 
     depth: int = 0
     opened: bool = False
     in_string: bool = False
     escaped: bool = False
+    braces: int = 0
+    item: Optional[List[str]] = None  # the characters of the top-level item being written
+    seen: Set[Tuple[str, str]] = field(default_factory=set)
+    repeats: int = 0  # how many items in a row repeated an earlier one
+    looped: bool = False  # the answer was stopped as a loop
 
     def feed(self, text: str) -> bool:
-        """Consume more text; return True once the first top-level array is closed."""
+        """Consume more text; return True once the answer is over."""
         for char in text:
+            if self.item is not None:
+                self.item.append(char)
             if self.in_string:
                 if self.escaped:
                     self.escaped = False
@@ -63,7 +75,25 @@ class ArrayCloseTracker:
                 self.depth -= 1
                 if self.depth == 0:
                     return True
+            elif char == "{" and self.opened:
+                if self.braces == 0 and self.depth == 1:
+                    self.item = [char]
+                self.braces += 1
+            elif char == "}" and self.braces > 0:
+                self.braces -= 1
+                if self.braces == 0 and self.item is not None and self._loops("".join(self.item)):
+                    return True
         return False
+
+    def _loops(self, item: str) -> bool:
+        """Count a finished top-level item; True once `LOOP_ITEMS` in a row repeated earlier ones."""
+        self.item = None
+        key = item_key(item)
+        self.repeats = self.repeats + 1 if key is not None and key in self.seen else 0
+        if key is not None:
+            self.seen.add(key)
+        self.looped = self.repeats >= LOOP_ITEMS
+        return self.looped
 
 
 @dataclass
@@ -72,6 +102,7 @@ class DecodeTimes:
 
     Reading each step's tokens waits for the device, so the phases are timed as the device
     finishes them. `row_steps` counts rows x decode steps: the static loop keeps finished rows.
+    `looping_answers` counts answers stopped because their last items only repeated earlier ones.
     """
 
     tokenize_seconds: float = 0.0
@@ -81,6 +112,7 @@ class DecodeTimes:
     batches: int = 0
     decode_steps: int = 0
     row_steps: int = 0
+    looping_answers: int = 0
 
     @property
     def ms_per_decode_step(self) -> float:
@@ -184,7 +216,7 @@ class Generator:
         (compiled and captured as a CUDA graph where the decoding does that).
         """
         started = time.perf_counter()
-        lengths = [len(encode_prompt(self.tokenizer, prompt)) for prompt in prompts]
+        lengths = [len(ids) for ids in encode_prompts(self.tokenizer, prompts)]
         longest = sorted(range(len(prompts)), key=lambda i: -lengths[i])[: self.batch_size]
         self.generate_token_ids([prompts[i] for i in longest])
         self.times = DecodeTimes()
@@ -201,7 +233,7 @@ class Generator:
 
         tokenizer = self.tokenizer
         started = time.perf_counter()
-        token_ids = [encode_prompt(tokenizer, prompt) for prompt in prompts]
+        token_ids = encode_prompts(tokenizer, prompts)
         self.times.tokenize_seconds += time.perf_counter() - started
         order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
         completions: List[List[int]] = [[] for _ in token_ids]
@@ -470,7 +502,10 @@ class Generator:
         if token in eos_ids:
             return True
         generated.append(token)
-        return tracker.feed(self._token_text(token))
+        if not tracker.feed(self._token_text(token)):
+            return False
+        self.times.looping_answers += tracker.looped
+        return True
 
     def _eos_ids(self) -> Set[int]:
         configured = self.model.generation_config.eos_token_id

@@ -88,6 +88,17 @@ def _field(item: Dict[str, Any], keys: Sequence[str]) -> Optional[str]:
     return None
 
 
+def item_key(fragment: str) -> Optional[Tuple[str, str]]:
+    """The (casefolded label, stripped name) of one `{...}` answer item, or None if it is not one."""
+    item = _load(fragment)
+    if not isinstance(item, dict):
+        return None
+    label, name = _field(item, _LABEL_KEYS), _field(item, _NAME_KEYS)
+    if label is None or name is None or not name.strip():
+        return None
+    return label.strip().casefold(), name.strip()
+
+
 def parse_answer(raw: str, labels: Sequence[str]) -> ParseResult:
     """Read `[{"entity": label, "name": text}, ...]` from raw model output.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from spacy_bioselecttune.engine.answer_format import answer_for_record, build_prompt
-from spacy_bioselecttune.engine.encoding import encode_example, encode_examples, encode_prompt, leading_special_ids
+from spacy_bioselecttune.engine.encoding import encode_example, encode_examples, encode_prompt, encode_prompts, leading_special_ids
 
 LABELS = ["Disease", "Chemical"]
 
@@ -62,3 +62,17 @@ def test_encode_examples_matches_one_at_a_time(tokenizer, fixture_records):
     assert encode_examples(tokenizer, [], []) == []
     with pytest.raises(ValueError, match="2 prompts but 1 answers"):
         encode_examples(tokenizer, ["a", "b"], ["[]"])
+
+
+def test_encode_prompts_matches_one_at_a_time(tiny_model_dir, fixture_records):
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", tokenizer.bos_token_id)]
+    )
+    prompts = [build_prompt(record.text, LABELS) for record in fixture_records] + [""]
+    assert encode_prompts(tokenizer, prompts) == [encode_prompt(tokenizer, prompt) for prompt in prompts]
+    assert encode_prompts(tokenizer, prompts)[0][0] == tokenizer.bos_token_id
+    assert encode_prompts(tokenizer, []) == []

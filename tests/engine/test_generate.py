@@ -18,6 +18,28 @@ def trained_model_dir(tiny_model_dir, fixture_records, answer_memorizer, tmp_pat
     return answer_memorizer(tiny_model_dir, pairs, tmp_path_factory.mktemp("tiny-trained"), steps=150, lr=1e-2)
 
 
+LOOPING_TEXT = "Fever and cough with fever and cough."
+
+
+@pytest.fixture(scope="module")
+def looping_model_dir(tiny_model_dir, fixture_records, answer_memorizer, tmp_path_factory) -> Path:
+    """The tiny model fitted to answer LOOPING_TEXT by naming its two diseases over and over."""
+    looping = "[" + _items("Fever", "cough", "Fever", "cough", "Fever", "cough", "Fever", "cough").rstrip(", ")
+    pairs = [(build_prompt(LOOPING_TEXT, ["Disease"]), looping)]
+    pairs += [(build_prompt(r.text, LABELS), answer_for_record(r)) for r in fixture_records]
+    return answer_memorizer(tiny_model_dir, pairs, tmp_path_factory.mktemp("tiny-looping"), steps=150, lr=1e-2)
+
+
+@pytest.mark.parametrize("decoding", ["dynamic", "static", "continuous", "static-continuous"])
+def test_a_looping_answer_stops_at_its_fourth_repeated_item(looping_model_dir, fixture_records, decoding):
+    generator = Generator(str(looping_model_dir), device="cpu", batch_size=2, max_new_tokens=120, decoding=decoding)
+    prompts = [build_prompt(LOOPING_TEXT, ["Disease"])] + [build_prompt(r.text, LABELS) for r in fixture_records]
+    outputs = generator.generate(prompts)
+    assert outputs[0].rstrip(", ") == "[" + _items("Fever", "cough", "Fever", "cough", "Fever", "cough").rstrip(", ")  # the token may hold the comma
+    assert outputs[1:] == [answer_for_record(r) for r in fixture_records]
+    assert generator.times.looping_answers == 1
+
+
 def _prompts(records):
     return [build_prompt(r.text, LABELS) for r in records] + [build_prompt("Short.", LABELS)]
 
@@ -88,6 +110,32 @@ def test_array_close_tracker_reads_chunks():
     assert not tracker.feed('[{"entity": "Dis')
     assert not tracker.feed('ease", "name": "x')
     assert tracker.feed('"}],')
+
+
+def _items(*names: str) -> str:
+    return "".join(f'{{"entity": "Disease", "name": "{name}"}}, ' for name in names)
+
+
+def test_array_close_tracker_stops_an_answer_going_round_a_loop():
+    tracker = ArrayCloseTracker()
+    assert not tracker.feed("[" + _items("tumour", "T - PLL", "tumour", "T - PLL", "tumour"))  # three repeats in a row
+    assert tracker.feed(_items("T - PLL"))  # the fourth
+    assert tracker.looped
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "[" + _items("a", "a", "a", "a", "b", "a", "a", "a", "c", "a") + "]",  # never four repeats in a row
+        "[" + _items("a", "A", "b", "B", "c") + "]",  # names differ in case: not repeats
+        '[{"entity": "Disease", "name": "{x}"}, {"entity": "Disease", "name": "{x}"}, "{", "{"]',  # braces in strings
+    ],
+)
+def test_array_close_tracker_lets_repeats_short_of_a_loop_run_to_the_close(answer):
+    tracker = ArrayCloseTracker()
+    closed = [i + 1 for i, char in enumerate(answer) if tracker.feed(char)]
+    assert closed[:1] == [len(answer)]
+    assert not tracker.looped
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacy_bioselecttune.engine.answer_format import render_answer
-from spacy_bioselecttune.engine.parser import parse_answer
+from spacy_bioselecttune.engine.parser import item_key, parse_answer
 from spacy_bioselecttune.engine.records import Mention
 
 LABELS = ["Disease", "Chemical"]
@@ -64,3 +64,17 @@ def test_parse_answer_inverts_render_answer(pairs):
     result = parse_answer(render_answer(mentions), LABELS)
     assert result.ok
     assert result.mentions == mentions
+
+
+@pytest.mark.parametrize(
+    "fragment, expected",
+    [
+        ('{"entity": " Disease", "name": " fever "}', ("disease", "fever")),
+        ("{'type': 'GENE', 'text': 'BRCA1'}", ("gene", "BRCA1")),
+        ('{"entity": "Disease", "name": "  "}', None),
+        ('{"entity": "Disease"}', None),
+        ('{"entity": "Disease", "name": "fev', None),
+    ],
+)
+def test_item_key_reads_one_item_as_the_parser_does(fragment, expected):
+    assert item_key(fragment) == expected
