@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 @dataclass
 class ArrayCloseTracker:
     """Follows generated text and reports when the answer is over: its outermost JSON array has
-    closed, or its last `LOOP_ITEMS` items each repeated an earlier item (a loop; the parser
-    keeps each item once, so stopping there loses nothing)."""
+    closed, or its last `LOOP_ITEMS` items each repeated an earlier item (a loop that would run
+    to max_new_tokens; the parser keeps each item once, so only later new items could be lost)."""
 
     depth: int = 0
     opened: bool = False
