@@ -62,8 +62,7 @@ def encode_examples(tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str]
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     if not prompts:
         return []
-    lead = leading_special_ids(tokenizer)
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    prompt_ids = encode_prompts(tokenizer, prompts)
     answer_ids = tokenizer(list(answers), add_special_tokens=False)["input_ids"]
     eos = [tokenizer.eos_token_id]
-    return [EncodedExample(lead + p + a + eos, len(lead) + len(p)) for p, a in zip(prompt_ids, answer_ids)]
+    return [EncodedExample(p + a + eos, len(p)) for p, a in zip(prompt_ids, answer_ids)]
