@@ -19,23 +19,19 @@ from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import spacy_bioselecttune.engine.generate as generate  # noqa: E402
+from spacy_bioselecttune.engine.generate import ArrayCloseTracker, Generator  # noqa: E402
 from spacy_bioselecttune.engine.parser import parse_answer  # noqa: E402
 
-NEVER = 1 << 30  # LOOP_ITEMS that no answer reaches: decode without the stop
+NEVER = 1 << 30  # loop_items that no answer reaches: decode without the stop
 
 
 def stopped(answer: str, loop_items: int) -> Tuple[str, bool]:
     """The part of `answer` a tracker stopping loops of `loop_items` repeats keeps, and whether it stopped a loop."""
-    saved, generate.LOOP_ITEMS = generate.LOOP_ITEMS, loop_items
-    try:
-        tracker = generate.ArrayCloseTracker()
-        for index, char in enumerate(answer):
-            if tracker.feed(char):
-                return answer[: index + 1], tracker.looped
-        return answer, False
-    finally:
-        generate.LOOP_ITEMS = saved
+    tracker = ArrayCloseTracker(loop_items=loop_items)
+    for index, char in enumerate(answer):
+        if tracker.feed(char):
+            return answer[: index + 1], tracker.looped
+    return answer, False
 
 
 def replay(answers: Sequence[str], labels: Sequence[str], loop_items: int) -> Dict[str, int]:
@@ -63,9 +59,9 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--loop-items", default="2,3,4,5", help="candidate numbers of repeated items in a row")
     args = parser.parse_args(argv)
 
-    generate.LOOP_ITEMS = NEVER
-    generator = generate.Generator(args.base_model, adapter=args.adapter, device=args.device, batch_size=args.batch_size,
-                                   max_new_tokens=args.max_new_tokens, show_progress=True)
+    generator = Generator(args.base_model, adapter=args.adapter, device=args.device, batch_size=args.batch_size,
+                          max_new_tokens=args.max_new_tokens, show_progress=True)
+    generator.loop_items = NEVER
     results = []
     for spec in args.prompts:
         path, _, limit = spec.partition(":")
@@ -74,10 +70,10 @@ def main(argv: List[str]) -> None:
         token_ids = generator.generate_token_ids([row["prompt"] for row in rows])
         answers = [generator.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
         labels = sorted({label for row in rows for label in row.get("labels", ())}) or ["Disease", "Chemical", "Gene"]
+        lengths = {"longest_answer_tokens": max(map(len, token_ids), default=0),
+                   "at_max_new_tokens": sum(len(ids) >= args.max_new_tokens for ids in token_ids)}
         for loop_items in (int(n) for n in args.loop_items.split(",")):
-            result = {"prompts": path, "longest_answer_tokens": max(map(len, token_ids), default=0),
-                      "at_max_new_tokens": sum(len(ids) >= args.max_new_tokens for ids in token_ids),
-                      **replay(answers, labels, loop_items)}
+            result = {"prompts": path, **lengths, **replay(answers, labels, loop_items)}
             results.append(result)
             print(json.dumps(result), flush=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n", encoding="utf8")

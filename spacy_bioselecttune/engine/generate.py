@@ -41,18 +41,18 @@ if TYPE_CHECKING:
 @dataclass
 class ArrayCloseTracker:
     """Follows generated text and reports when the answer is over: its outermost JSON array has
-    closed, or its last `LOOP_ITEMS` items each repeated an earlier item (a loop that would run
+    closed, or its last `loop_items` items each repeated an earlier item (a loop that would run
     to max_new_tokens; the parser keeps each item once, so only later new items could be lost)."""
 
     depth: int = 0
     opened: bool = False
     in_string: bool = False
     escaped: bool = False
+    loop_items: int = LOOP_ITEMS  # repeated items in a row that end the answer
     braces: int = 0
     item: Optional[List[str]] = None  # the characters of the top-level item being written
     seen: Set[Tuple[str, str]] = field(default_factory=set)
     repeats: int = 0  # how many items in a row repeated an earlier one
-    looped: bool = False  # the answer was stopped as a loop
 
     def feed(self, text: str) -> bool:
         """Consume more text; return True once the answer is over."""
@@ -85,14 +85,18 @@ class ArrayCloseTracker:
                     return True
         return False
 
+    @property
+    def looped(self) -> bool:
+        """Whether the answer ended as a loop."""
+        return self.repeats >= self.loop_items
+
     def _loops(self, item: str) -> bool:
-        """Count a finished top-level item; True once `LOOP_ITEMS` in a row repeated earlier ones."""
+        """Count a finished top-level item; True once `loop_items` in a row repeated earlier ones."""
         self.item = None
         key = item_key(item)
         self.repeats = self.repeats + 1 if key is not None and key in self.seen else 0
         if key is not None:
             self.seen.add(key)
-        self.looped = self.repeats >= LOOP_ITEMS
         return self.looped
 
 
@@ -153,6 +157,8 @@ class Generator:
         taking waiting prompts, inside the static cache); all but "dynamic" for models without
         sliding-window layers only.
     """
+
+    loop_items = LOOP_ITEMS  # an answer ends once this many items in a row repeated earlier ones
 
     def __init__(
         self,
@@ -306,7 +312,7 @@ class Generator:
 
         cache_argument = self._cache_argument()
         eos_ids = self._eos_ids()
-        trackers = [ArrayCloseTracker() for _ in range(size)]
+        trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in range(size)]
         generated: List[List[int]] = [[] for _ in range(size)]
         active = list(range(size))
         times = self.times
@@ -350,7 +356,7 @@ class Generator:
             raise ValueError(Errors.E010.format(
                 name="decoding", value="continuous", reason="this model's cache has sliding-window layers; use dynamic"))
         eos_ids = self._eos_ids()
-        trackers = [ArrayCloseTracker() for _ in token_ids]
+        trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in token_ids]
 
         def finished(index: int, token: int) -> bool:
             done = self._append_token(completions[order[index]], trackers[index], token, eos_ids)
@@ -375,7 +381,7 @@ class Generator:
             decoder.set_prefix(prefix.token_ids, prefix.past_key_values)
         decoder.start_refilling(prefix_length)
         eos_ids = self._eos_ids()
-        trackers = [ArrayCloseTracker() for _ in token_ids]
+        trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in token_ids]
         counts = [0] * len(token_ids)
         owners: List[Optional[int]] = [None] * decoder.batch_size  # the prompt each row decodes
         waiting = list(range(len(token_ids)))[::-1]  # popped from the end: the longest prompts first
@@ -437,7 +443,7 @@ class Generator:
         suffixes = [ids[prefix_length:] for ids in token_ids]
         padded = suffixes + [suffixes[-1]] * (decoder.batch_size - len(suffixes))
         eos_ids = self._eos_ids()
-        trackers = [ArrayCloseTracker() for _ in suffixes]
+        trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in suffixes]
         generated: List[List[int]] = [[] for _ in suffixes]
         times = self.times
         started = time.perf_counter()
