@@ -9,6 +9,9 @@ waits on the GPU or on the host. Engine only: no spaCy.
     python scripts/profile_decoding.py --prompts corpus/bc2gm-test.jsonl --output profile-decoding \\
         --adapter spacy_bioselecttune/adapters/smollm2-135m-union --batch-sizes 64,512
 
+--repeats N times every loop N times, the loops taking turns, so that a machine whose speed
+drifts (a shared host) affects each loop alike.
+
 --random-weights DIR builds the base model from the config and tokenizer in DIR with random
 weights: a step's cost depends only on the shapes, but such a model never closes its JSON array,
 so every batch runs `--max-new-tokens` steps.
@@ -100,6 +103,7 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     parser.add_argument("--batches", type=int, default=4, help="Batches of prompts timed per loop and batch size")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=1, help="Time each loop this many times, the loops taking turns")
     parser.add_argument("--rows", type=int, default=25, help="Rows of each profiler table")
     parser.add_argument("--no-profile", action="store_true", help="Time only, without the torch.profiler batch")
     args = parser.parse_args(list(argv) or None)
@@ -119,13 +123,13 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     results: List[Dict[str, object]] = []
     for batch_size in batch_sizes:
         prompts = [examples[i % len(examples)].prompt for i in range(batch_size * args.batches)]
-        for decoding in decodings:
+        for repeat, decoding in [(r, d) for r in range(args.repeats) for d in decodings]:
             generator: Optional[Generator] = Generator(
                 base_model, args.adapter, device=args.device, batch_size=batch_size,
                 max_new_tokens=args.max_new_tokens, decoding=decoding,
             )
-            row = {"decoding": decoding, "batch_size": batch_size, **time_decoding(generator, prompts)}
-            if not args.no_profile:
+            row = {"decoding": decoding, "batch_size": batch_size, "repeat": repeat, **time_decoding(generator, prompts)}
+            if not args.no_profile and repeat == 0:
                 row.update(profile_batch(generator, prompts, args.output, f"{decoding}_b{batch_size}", args.rows))
             results.append(row)
             print(json.dumps(row), flush=True)

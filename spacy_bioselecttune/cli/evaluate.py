@@ -112,6 +112,8 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
         counts.append(("Warm-up before the clock: docs (s)", f"{metrics['warm_up_docs']} ({metrics['warm_up_seconds']:.1f})"))
     phases = metrics.get("generation")
     if phases:
+        if phases.get("decoding"):
+            counts.append(("Decoding loop", phases["decoding"]))
         counts.append(("Model time: tokenize / prefill / decode (s)",
                        " / ".join(f"{phases[key]:.2f}" for key in ("tokenize_seconds", "prefill_seconds", "decode_seconds"))))
         counts.append(("Decode steps (ms per step)", f"{phases['decode_steps']} ({phases['ms_per_decode_step']:.1f})"))
@@ -155,12 +157,16 @@ def write_errors(gold_docs: Sequence["Doc"], predicted: Sequence["Doc"], path: P
     return counts
 
 
-def _generation_phases(nlp: "Language") -> Optional[Dict[str, float]]:
-    """Where the model's time went (summed over the pipes with a loaded generator), or None."""
+def _generation_phases(nlp: "Language") -> Optional[Dict[str, Any]]:
+    """Where the model's time went (summed over the pipes with a loaded generator) and their decoding loop, or None."""
     from ..engine.generate import DecodeTimes
 
-    times = [pipe.generator.times for _, pipe in nlp.pipeline if getattr(pipe, "is_loaded", False)]
-    return DecodeTimes.summed(times).to_dict() if times else None
+    generators = [pipe.generator for _, pipe in nlp.pipeline if getattr(pipe, "is_loaded", False)]
+    if not generators:
+        return None
+    phases: Dict[str, Any] = DecodeTimes.summed([generator.times for generator in generators]).to_dict()
+    phases["decoding"] = ", ".join(dict.fromkeys(generator.resolved_decoding for generator in generators))
+    return phases
 
 
 def _warm_up(nlp: "Language", docs: Iterable["Doc"], batch_size: int) -> float:
@@ -262,7 +268,7 @@ def evaluate_cli(
     limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs (0 or unset: all)"),
     prompts: Optional[str] = Opt(None, "--prompts", help="trained (the adapter's label lists) or joint (all labels in one prompt)"),
     dtype: Optional[str] = Opt(None, "--dtype", help="Weights' dtype: auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16"),
-    decoding: Optional[str] = Opt(None, "--decoding", help="auto (default: static on CUDA, dynamic elsewhere), dynamic, continuous, static, compiled, static-continuous or compiled-continuous"),
+    decoding: Optional[str] = Opt(None, "--decoding", help="auto (default: static-continuous, or dynamic for sliding-window caches), dynamic, continuous, static, compiled, static-continuous or compiled-continuous"),
     warm_up: int = Opt(0, "--warm-up", help="Annotate the N longest docs once before the clock starts (e.g. the model batch size, for compiled decoding)"),
 ) -> None:
     """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""

@@ -7,9 +7,12 @@ earlier ones (`ArrayCloseTracker`). Three decoding loops give
 the same answers: the dynamic loop drops finished rows from the batch; the continuous loop
 (`continuous_decode.py`) fills their places with waiting prompts; the static loop
 (`static_decode.py`) keeps fixed shapes so that on CUDA each decode step is one replayed CUDA
-graph, optionally of a torch.compile'd step. On one NVIDIA H200 (2,048 BC2GM sentences, batch
-512) the static loop ran 516 sentences/s, compiled 615, continuous 495 and dynamic 248; on a
-CPU the dynamic loop is the fastest. "auto", the default, takes the static loop on CUDA.
+graph, optionally of a torch.compile'd step; its refilling form gives finished rows waiting
+prompts inside the static cache. On one NVIDIA H200 (2,048 BC2GM sentences, batch 512) the static
+loop ran 516 sentences/s, compiled 615, continuous 495 and dynamic 248; on one H100 the refilling
+static loop ran 1.5 times the static loop. On a CPU a decode step costs much the same however
+few rows it runs, so loops that keep the rows full win there too. "auto", the default, takes
+the refilling static loop wherever the model's cache allows it, else the dynamic loop.
 """
 from __future__ import annotations
 
@@ -148,9 +151,9 @@ class Generator:
     use_prefix_cache: reuse the cached states of the prompts' shared prefix across batches.
     dtype: weights' dtype, "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
-    decoding: "auto" (static on CUDA where the model allows it, else dynamic: on one NVIDIA H200
-        the static loop was 2.1 times as fast, on a CPU it is the slower), "dynamic" (finished
-        rows leave the batch), "static" (fixed shapes; a CUDA graph per decode step on CUDA),
+    decoding: "auto" (static-continuous where the model allows it, else dynamic: of the loops
+        that need no compiling, the fastest on one NVIDIA H100 and on two CPU cores), "dynamic"
+        (finished rows leave the batch), "static" (fixed shapes; a CUDA graph per decode step on CUDA),
         "compiled" (the static loop with its decode step compiled by torch.compile, which fuses
         its small kernels), "continuous" (waiting prompts take finished rows' places), or
         "static-continuous" and "compiled-continuous" (the static loops with finished rows
@@ -165,7 +168,7 @@ class Generator:
         base_model: str = DEFAULT_BASE_MODEL,
         adapter: Optional[str] = None,
         device: str = "auto",
-        batch_size: int = 32,
+        batch_size: int = 64,
         max_new_tokens: int = 256,
         show_progress: bool = False,
         merge_adapter: bool = True,
@@ -187,7 +190,7 @@ class Generator:
         self.dtype = dtype
         self.prepare = prepare
         self.decoding = decoding
-        self._static: Optional[bool] = None
+        self._resolved: Optional[str] = None  # the loop `decoding` stands for on the loaded model
         self._decoder: Optional[StaticDecoder] = None
         self._model: Optional["PreTrainedModel"] = None
         self._tokenizer: Optional["PreTrainedTokenizerBase"] = None
@@ -249,10 +252,10 @@ class Generator:
             started = time.perf_counter()
             prefix = self._shared_prefix(token_ids)
             self.times.prefix_seconds += time.perf_counter() - started
-            if self.decoding == "continuous":
+            if self.resolved_decoding == "continuous":
                 self._decode_continuous([token_ids[i] for i in order], order, prefix, completions, progress)
                 return completions
-            refilling = self.decoding in REFILLING_DECODINGS
+            refilling = self.resolved_decoding in REFILLING_DECODINGS
             steps_per_row = self.max_new_tokens + GRAPH_SYNC_STEPS if refilling else max(0, self.max_new_tokens - 1)
             decoder = self._static_decoder(len(order), len(token_ids[order[0]]) + steps_per_row) if order else None
             if decoder is not None and refilling:
@@ -350,11 +353,6 @@ class Generator:
         self, token_ids: List[List[int]], order: List[int], prefix: Optional[_PrefixCache], completions: List[List[int]], progress
     ) -> None:
         """Greedy continuations of all prompts by continuous batching; `order[i]` is where prompt i's tokens go."""
-        from transformers import DynamicCache
-
-        if not supports_joined_rows(DynamicCache(config=self.model.config)):
-            raise ValueError(Errors.E010.format(
-                name="decoding", value="continuous", reason="this model's cache has sliding-window layers; use dynamic"))
         eos_ids = self._eos_ids()
         trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in token_ids]
 
@@ -420,18 +418,29 @@ class Generator:
                     owners[row] = None
                     decoder.release(row)
 
-    def _uses_static_decoding(self) -> bool:
-        """Whether batches take the static loop; checks once, on the loaded model, that it allows it."""
-        if self._static is None:
-            if self.decoding == "auto":
-                self._static = self._graphs_available() and supports_static_cache(self.model)
-                return self._static
-            static = self.decoding in STATIC_DECODINGS
-            if static and not supports_static_cache(self.model):
+    @property
+    def resolved_decoding(self) -> str:
+        """The decoding loop in use: `decoding`, or for "auto" the refilling static loop where the
+        model's cache allows it, else the dynamic loop. Checked once, on the loaded model."""
+        if self._resolved is None:
+            resolved = self.decoding
+            if resolved == "auto":
+                resolved = "static-continuous" if self._cache_allows("static-continuous") else "dynamic"
+            elif not self._cache_allows(resolved):
                 raise ValueError(Errors.E010.format(
-                    name="decoding", value=self.decoding, reason="this model's cache has sliding-window layers; use dynamic"))
-            self._static = static
-        return self._static
+                    name="decoding", value=resolved, reason="this model's cache has sliding-window layers; use dynamic"))
+            self._resolved = resolved
+        return self._resolved
+
+    def _cache_allows(self, decoding: str) -> bool:
+        """Whether the model's cache allows this decoding (with sliding-window layers only the dynamic loop works)."""
+        if decoding in STATIC_DECODINGS:
+            return supports_static_cache(self.model)
+        if decoding == "continuous":
+            from transformers import DynamicCache
+
+            return supports_joined_rows(DynamicCache(config=self.model.config))
+        return True
 
     def _decode_batch_static(
         self, token_ids: List[List[int]], prefix: Optional[_PrefixCache], decoder: StaticDecoder
@@ -474,7 +483,7 @@ class Generator:
         that calls with similar numbers of prompts share one decoder (and its CUDA graph). The
         current decoder is kept while the prompts fit it.
         """
-        if not self._uses_static_decoding():
+        if self.resolved_decoding not in STATIC_DECODINGS:
             return None
         rows = min(self.batch_size, 1 << (prompts - 1).bit_length())
         max_steps = max(0, self.max_new_tokens - 1)
@@ -485,13 +494,13 @@ class Generator:
             try:
                 decoder = self._decoder = StaticDecoder(
                     self.model, rows, rounded_cache_length(slots), max_steps,
-                    self._cache_argument(), use_graph, compiled=self.decoding in COMPILED_DECODINGS,
+                    self._cache_argument(), use_graph, compiled=self.resolved_decoding in COMPILED_DECODINGS,
                 )
             except RuntimeError as error:
                 if not use_graph:
                     raise
                 warn(Warnings.W004.format(error=str(error).splitlines()[0] if str(error) else type(error).__name__))
-                self._static = False
+                self._resolved = "dynamic"
                 return None
         return decoder
 

@@ -50,7 +50,7 @@ DEFAULT_CONFIG = {
     "device": "auto",
     "dtype": "auto",
     "decoding": "auto",
-    "batch_size": 32,
+    "batch_size": 64,
     "max_new_tokens": 256,
     "max_sentence_chars": 1000,
     "alignment_mode": "expand",
@@ -88,7 +88,7 @@ def make_bioselecttune_ner(
     adapter: a LoRA adapter directory, a name under the package's `adapters/`, "auto" (the adapter
         shipped for `base_model`, if any; smollm2-135m has one) or None (the bare base model).
     dtype: weights' dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
-    decoding: "auto" (static on CUDA, dynamic elsewhere), "dynamic" (finished rows leave a
+    decoding: "auto" ("static-continuous", or "dynamic" for sliding-window caches), "dynamic" (finished rows leave a
         batch), "continuous" (waiting sentences take
         their places), "static" (fixed shapes, CUDA graphs) or "compiled" (the static loop with
         its step compiled by torch.compile; the first batch compiles it), or "static-continuous"

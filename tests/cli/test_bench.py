@@ -39,18 +39,20 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads((out / RESULTS_JSON).read_text())
-    reference, optimised, no_cache, bf16, int8, static, continuous, refilling = data["runs"]
+    reference, optimised, no_cache, bf16, int8, dynamic_run, static, continuous = data["runs"]
+    # the optimised run decodes with the refilling static loop, so that variant is not run again
     assert [run["method"] for run in data["runs"]] == ["reference", "optimised", "optimised, no-prefix-cache", "optimised, bf16",
-                                                       "optimised, int8", "optimised, static", "optimised, continuous",
-                                                       "optimised, static-continuous"]
-    assert static["outputs"] == continuous["outputs"] == refilling["outputs"] == reference["outputs"]
+                                                       "optimised, int8", "optimised, dynamic", "optimised, static",
+                                                       "optimised, continuous"]
+    assert [run["decoding"] for run in data["runs"]] == [None] + ["static-continuous"] * 4 + ["dynamic", "static", "continuous"]
+    assert dynamic_run["outputs"] == static["outputs"] == continuous["outputs"] == reference["outputs"]
     assert int8["sentences"] == 4 and int8["f1"] is not None and 0.0 <= int8["agreement"] <= 1.0
     assert no_cache["outputs"] == reference["outputs"] and no_cache["speed_up"] > 0
     assert bf16["sentences"] == 4 and bf16["f1"] is not None
     assert reference["sentences"] == optimised["sentences"] == 4
     assert optimised["outputs"] == reference["outputs"]
     assert reference["phases"] is None
-    dynamic, fixed = optimised["phases"], static["phases"]
+    dynamic, fixed = dynamic_run["phases"], static["phases"]
     assert dynamic["batches"] == fixed["batches"] == 2 and dynamic["prefill_seconds"] > 0
     assert 0 < dynamic["decode_steps"] <= 2 * 7 and dynamic["row_steps"] <= 2 * dynamic["decode_steps"]
     assert fixed["row_steps"] == 2 * fixed["decode_steps"]  # the static loop keeps finished rows
@@ -58,7 +60,7 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     assert optimised["agreement"] == 1.0
     assert optimised["generated_tokens"] == reference["generated_tokens"] > 0
     assert reference["f1"] is not None and optimised["peak_host_mib"] > 0
-    assert "| optimised |" in (out / RESULTS_MARKDOWN).read_text()
+    assert "| optimised | static-continuous |" in (out / RESULTS_MARKDOWN).read_text()
     result = CliRunner().invoke(app, args + ["--variants", "fast"])
     assert result.exit_code != 0 and "E404" in str(result.exception)
     result = CliRunner().invoke(app, args + ["--variants", "none"])

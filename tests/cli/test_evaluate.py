@@ -25,6 +25,7 @@ class ScriptedGenerator:
 
     answers: dict = {}
     settings: dict = {}
+    resolved_decoding = "scripted"
 
     def __init__(self, **settings) -> None:
         ScriptedGenerator.settings = settings
@@ -108,7 +109,9 @@ def test_evaluate_reports_where_the_model_time_went(tiny_model_dir, gold_path, t
     phases = evaluate(nlp, gold_path, tmp_path / "out").metrics["generation"]
     assert phases["batches"] >= 2 and phases["decode_steps"] > 0 and phases["prefill_seconds"] > 0
     assert phases["row_steps"] >= phases["decode_steps"]
-    assert "| Decode steps (ms per step) |" in (tmp_path / "out" / "metrics.md").read_text()
+    assert phases["decoding"] == "static-continuous"  # auto
+    report = (tmp_path / "out" / "metrics.md").read_text()
+    assert "| Decode steps (ms per step) |" in report and "| Decoding loop | static-continuous |" in report
 
 
 def test_evaluate_warm_up_runs_the_longest_docs_before_the_clock(tiny_model_dir, gold_path, tmp_path, monkeypatch):
@@ -142,7 +145,7 @@ def test_evaluate_cli_on_a_saved_pipeline_with_limit(scripted, gold_path, tmp_pa
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pipeline"), str(gold_path), "--output", str(tmp_path / "all"), "--limit", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "all" / "metrics.json").read_text())["docs"] == 5
-    assert scripted.settings["batch_size"] == 32  # the component's default
+    assert scripted.settings["batch_size"] == 64  # the component's default
 
 
 def test_evaluate_cli_sets_the_model_batch_apart_from_the_pipe_batch(scripted, gold_path, tmp_path):

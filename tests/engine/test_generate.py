@@ -201,7 +201,7 @@ def test_continuous_batching_gives_the_dynamic_loops_tokens(trained_model_dir, t
     continuous = Generator(str(trained_model_dir), device="cpu", batch_size=3, max_new_tokens=60, decoding="continuous")
     assert continuous.generate(prompts[:4]) == [answer_for_record(r) for r in fixture_records]
     # prompts joined a running batch: more prefills than batches of 3, and fuller decode steps than the dynamic loop's
-    dynamic = Generator(str(trained_model_dir), device="cpu", batch_size=3, max_new_tokens=60)
+    dynamic = Generator(str(trained_model_dir), device="cpu", batch_size=3, max_new_tokens=60, decoding="dynamic")
     dynamic.generate(prompts)
     continuous.times = type(continuous.times)()
     continuous.generate(prompts)
@@ -266,19 +266,23 @@ def test_static_decoder_is_reused_while_batches_fit(tiny_model_dir, fixture_reco
 def test_decoding_setting_is_checked(tiny_model_dir):
     with pytest.raises(ValueError, match=r"\[E010\].*decoding"):
         Generator(str(tiny_model_dir), decoding="graphs")
-    assert Generator(str(tiny_model_dir), device="cpu")._uses_static_decoding() is False  # auto: dynamic on a CPU
+    assert Generator(str(tiny_model_dir), device="cpu", decoding="static").resolved_decoding == "static"
 
 
-def test_auto_decoding_takes_the_static_loop_where_graphs_are_available(tiny_model_dir, monkeypatch):
+def test_auto_decoding_takes_the_refilling_static_loop_where_the_cache_allows_it(tiny_model_dir, fixture_records, monkeypatch):
     import spacy_bioselecttune.engine.generate as generate_module
 
-    on_cuda = Generator(str(tiny_model_dir), device="cpu")
-    monkeypatch.setattr(on_cuda, "_graphs_available", lambda: True)
-    assert on_cuda._uses_static_decoding() is True
-    sliding = Generator(str(tiny_model_dir), device="cpu")
-    monkeypatch.setattr(sliding, "_graphs_available", lambda: True)
+    prompts = _prompts(fixture_records) * 3
+    settings = dict(device="cpu", batch_size=4, max_new_tokens=12)
+    auto = Generator(str(tiny_model_dir), **settings)
+    assert auto.resolved_decoding == "static-continuous"
+    assert auto.generate_token_ids(prompts) == Generator(str(tiny_model_dir), decoding="dynamic", **settings).generate_token_ids(prompts)
+    assert auto._decoder is not None and auto._decoder.batch_size == 4
+    # sliding-window caches (Gemma 3): no error, auto falls back to the dynamic loop
     monkeypatch.setattr(generate_module, "supports_static_cache", lambda model: False)
-    assert sliding._uses_static_decoding() is False  # no error: auto falls back to the dynamic loop
+    sliding = Generator(str(tiny_model_dir), **settings)
+    assert sliding.resolved_decoding == "dynamic"
+    assert sliding.generate_token_ids(prompts[:2]) and sliding._decoder is None
 
 
 @pytest.mark.gpu
@@ -306,4 +310,4 @@ def test_a_failed_graph_capture_falls_back_to_the_dynamic_loop(tiny_model_dir, f
     monkeypatch.setattr(generator, "_graphs_available", lambda: True)
     with pytest.warns(UserWarning, match=r"W004.*not permitted"):
         assert generator.generate_token_ids(prompts) == expected
-    assert generator._uses_static_decoding() is False
+    assert generator.resolved_decoding == "dynamic"
