@@ -268,7 +268,7 @@ def evaluate_cli(
     limit: Optional[int] = Opt(None, "--limit", "-n", help="Evaluate only the first N docs (0 or unset: all)"),
     prompts: Optional[str] = Opt(None, "--prompts", help="trained (the adapter's label lists) or joint (all labels in one prompt)"),
     dtype: Optional[str] = Opt(None, "--dtype", help="Weights' dtype: auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16"),
-    decoding: Optional[str] = Opt(None, "--decoding", help="auto (default: static-continuous, or dynamic for sliding-window caches), dynamic, continuous, static, compiled, static-continuous or compiled-continuous"),
+    decoding: Optional[str] = Opt(None, "--decoding", help="auto (default: static-continuous on CUDA, continuous elsewhere), dynamic, continuous, static, compiled, static-continuous or compiled-continuous"),
     warm_up: int = Opt(0, "--warm-up", help="Annotate the N longest docs once before the clock starts (e.g. the model batch size, for compiled decoding)"),
 ) -> None:
     """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""

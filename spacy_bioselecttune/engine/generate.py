@@ -11,8 +11,10 @@ graph, optionally of a torch.compile'd step; its refilling form gives finished r
 prompts inside the static cache. On one NVIDIA H200 (2,048 BC2GM sentences, batch 512) the static
 loop ran 516 sentences/s, compiled 615, continuous 495 and dynamic 248; on one H100 the refilling
 static loop ran 1.5 times the static loop. On a CPU a decode step costs much the same however
-few rows it runs, so loops that keep the rows full win there too. "auto", the default, takes
-the refilling static loop wherever the model's cache allows it, else the dynamic loop.
+few rows it runs, but every row costs compute: continuous batching, which keeps the rows full
+and drops finished ones, is the fastest there. "auto", the default, takes the refilling static
+loop on CUDA and continuous batching elsewhere, or the dynamic loop where the model's cache
+allows neither.
 """
 from __future__ import annotations
 
@@ -151,8 +153,9 @@ class Generator:
     use_prefix_cache: reuse the cached states of the prompts' shared prefix across batches.
     dtype: weights' dtype, "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
     prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
-    decoding: "auto" (static-continuous where the model allows it, else dynamic: of the loops
-        that need no compiling, the fastest on one NVIDIA H100 and on two CPU cores), "dynamic"
+    decoding: "auto" (static-continuous on CUDA, continuous elsewhere, where the model allows
+        them, else dynamic: of the loops that need no compiling, the fastest on one NVIDIA H100
+        and on two CPU cores), "dynamic"
         (finished rows leave the batch), "static" (fixed shapes; a CUDA graph per decode step on CUDA),
         "compiled" (the static loop with its decode step compiled by torch.compile, which fuses
         its small kernels), "continuous" (waiting prompts take finished rows' places), or
@@ -420,12 +423,15 @@ class Generator:
 
     @property
     def resolved_decoding(self) -> str:
-        """The decoding loop in use: `decoding`, or for "auto" the refilling static loop where the
-        model's cache allows it, else the dynamic loop. Checked once, on the loaded model."""
+        """The decoding loop in use: `decoding`, or for "auto" the refilling static loop on CUDA and
+        continuous batching elsewhere where the model's cache allows them, else the dynamic loop.
+        Checked once, on the loaded model."""
         if self._resolved is None:
             resolved = self.decoding
             if resolved == "auto":
-                resolved = "static-continuous" if self._cache_allows("static-continuous") else "dynamic"
+                resolved = "static-continuous" if self._graphs_available() else "continuous"
+                if not self._cache_allows(resolved):
+                    resolved = "dynamic"
             elif not self._cache_allows(resolved):
                 raise ValueError(Errors.E010.format(
                     name="decoding", value=resolved, reason="this model's cache has sliding-window layers; use dynamic"))

@@ -88,7 +88,8 @@ def make_bioselecttune_ner(
     adapter: a LoRA adapter directory, a name under the package's `adapters/`, "auto" (the adapter
         shipped for `base_model`, if any; smollm2-135m has one) or None (the bare base model).
     dtype: weights' dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32" or "bfloat16".
-    decoding: "auto" ("static-continuous", or "dynamic" for sliding-window caches), "dynamic" (finished rows leave a
+    decoding: "auto" ("static-continuous" on CUDA, "continuous" elsewhere; "dynamic" for
+        sliding-window caches), "dynamic" (finished rows leave a
         batch), "continuous" (waiting sentences take
         their places), "static" (fixed shapes, CUDA graphs) or "compiled" (the static loop with
         its step compiled by torch.compile; the first batch compiles it), or "static-continuous"

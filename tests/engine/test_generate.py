@@ -269,20 +269,27 @@ def test_decoding_setting_is_checked(tiny_model_dir):
     assert Generator(str(tiny_model_dir), device="cpu", decoding="static").resolved_decoding == "static"
 
 
-def test_auto_decoding_takes_the_refilling_static_loop_where_the_cache_allows_it(tiny_model_dir, fixture_records, monkeypatch):
+def test_auto_decoding_refills_rows_the_way_the_device_suits(tiny_model_dir, fixture_records, monkeypatch):
     import spacy_bioselecttune.engine.generate as generate_module
 
     prompts = _prompts(fixture_records) * 3
     settings = dict(device="cpu", batch_size=4, max_new_tokens=12)
+    expected = Generator(str(tiny_model_dir), decoding="dynamic", **settings).generate_token_ids(prompts)
     auto = Generator(str(tiny_model_dir), **settings)
-    assert auto.resolved_decoding == "static-continuous"
-    assert auto.generate_token_ids(prompts) == Generator(str(tiny_model_dir), decoding="dynamic", **settings).generate_token_ids(prompts)
-    assert auto._decoder is not None and auto._decoder.batch_size == 4
-    # sliding-window caches (Gemma 3): no error, auto falls back to the dynamic loop
+    assert auto.resolved_decoding == "continuous"  # on a CPU finished rows must leave: they cost compute
+    assert auto.generate_token_ids(prompts) == expected and auto._decoder is None
+    on_cuda = Generator(str(tiny_model_dir), **settings)
+    monkeypatch.setattr(on_cuda, "_graphs_available", lambda: True)
+    assert on_cuda.resolved_decoding == "static-continuous"
+    # sliding-window caches (Gemma 3): no error, auto falls back to the dynamic loop on either device
     monkeypatch.setattr(generate_module, "supports_static_cache", lambda model: False)
+    monkeypatch.setattr(generate_module, "supports_joined_rows", lambda cache: False)
+    sliding_on_cuda = Generator(str(tiny_model_dir), **settings)
+    monkeypatch.setattr(sliding_on_cuda, "_graphs_available", lambda: True)
+    assert sliding_on_cuda.resolved_decoding == "dynamic"
     sliding = Generator(str(tiny_model_dir), **settings)
     assert sliding.resolved_decoding == "dynamic"
-    assert sliding.generate_token_ids(prompts[:2]) and sliding._decoder is None
+    assert sliding.generate_token_ids(prompts[:2]) == expected[:2]
 
 
 @pytest.mark.gpu
