@@ -4,9 +4,9 @@ Every run decodes the same prompts greedily. The reference calls Hugging Face `g
 by batch in input order with the adapter unmerged and no prefix cache; the optimised run sorts
 by length, merges the adapter, reuses the shared prompt prefix's cache and decodes with the
 generator's default loop (continuous batching on a CPU; on CUDA the static loop refilling
-finished rows, replayed as CUDA graphs). Each variant turns one technique off or swaps it (bf16 weights; int8 Linear layers,
-CPU only; another decoding loop), so its effect is measured against the same reference; a
-variant whose loop is the optimised run's own is skipped.
+finished rows, replayed as CUDA graphs). Each variant turns one technique off or swaps it
+(bf16 weights; int8 Linear layers, CPU only; another decoding loop), so its effect is measured
+against the same reference; a variant whose loop is the optimised run's own is skipped.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ the same answers: the dynamic loop drops finished rows from the batch; the conti
 graph, optionally of a torch.compile'd step; its refilling form gives finished rows waiting
 prompts inside the static cache. On one NVIDIA H200 (2,048 BC2GM sentences, batch 512) the static
 loop ran 516 sentences/s, compiled 615, continuous 495 and dynamic 248; on one H100 the refilling
-static loop ran 1.5 times the static loop. On a CPU a decode step costs much the same however
+static loop ran 1.4 times the static loop. On a CPU a decode step costs much the same however
 few rows it runs, but every row costs compute: continuous batching, which keeps the rows full
 and drops finished ones, is the fastest there. "auto", the default, takes the refilling static
 loop on CUDA and continuous batching elsewhere, or the dynamic loop where the model's cache
@@ -155,8 +155,8 @@ class Generator:
     prepare: a function applied once to the loaded model, returning the model to use (e.g. `int8_linear_layers`).
     decoding: "auto" (static-continuous on CUDA, continuous elsewhere, where the model allows
         them, else dynamic: of the loops that need no compiling, the fastest on one NVIDIA H100
-        and on two CPU cores), "dynamic"
-        (finished rows leave the batch), "static" (fixed shapes; a CUDA graph per decode step on CUDA),
+        and on two CPU cores), "dynamic" (finished rows leave the batch), "static" (fixed
+        shapes; a CUDA graph per decode step on CUDA),
         "compiled" (the static loop with its decode step compiled by torch.compile, which fuses
         its small kernels), "continuous" (waiting prompts take finished rows' places), or
         "static-continuous" and "compiled-continuous" (the static loops with finished rows
