@@ -20,6 +20,7 @@ from typing import Dict, List, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spacy_bioselecttune.engine.generate import ArrayCloseTracker, Generator  # noqa: E402
+from spacy_bioselecttune.engine.loading import DEFAULT_BASE_MODEL  # noqa: E402
 from spacy_bioselecttune.engine.parser import parse_answer  # noqa: E402
 
 NEVER = 1 << 30  # loop_items that no answer reaches: decode without the stop
@@ -52,7 +53,7 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--prompts", nargs="+", required=True, help="JSONL[:LIMIT] files (LIMIT 0: all lines)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--adapter", default=None)
-    parser.add_argument("--base-model", default="smollm2-135m")
+    parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=256)

@@ -88,15 +88,19 @@ def _field(item: Dict[str, Any], keys: Sequence[str]) -> Optional[str]:
     return None
 
 
-def item_key(fragment: str) -> Optional[Tuple[str, str]]:
-    """The (casefolded label, stripped name) of one `{...}` answer item, or None if it is not one."""
-    item = _load(fragment)
-    if not isinstance(item, dict):
-        return None
+def _label_and_name(item: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+    """An answer item's label and name, stripped, or None if it lacks either."""
     label, name = _field(item, _LABEL_KEYS), _field(item, _NAME_KEYS)
     if label is None or name is None or not name.strip():
         return None
-    return label.strip().casefold(), name.strip()
+    return label.strip(), name.strip()
+
+
+def item_key(fragment: str) -> Optional[Tuple[str, str]]:
+    """The (casefolded label, stripped name) of one `{...}` answer item, or None if it is not one."""
+    item = _load(fragment)
+    pair = _label_and_name(item) if isinstance(item, dict) else None
+    return None if pair is None else (pair[0].casefold(), pair[1])
 
 
 def parse_answer(raw: str, labels: Sequence[str]) -> ParseResult:
@@ -130,15 +134,16 @@ def parse_answer(raw: str, labels: Sequence[str]) -> ParseResult:
         if not isinstance(item, dict):
             result.problems.append(f"item is not an object: {item!r}")
             continue
-        label, name = _field(item, _LABEL_KEYS), _field(item, _NAME_KEYS)
-        if label is None or name is None or not name.strip():
+        pair = _label_and_name(item)
+        if pair is None:
             result.problems.append(f"item lacks a label or a name: {item!r}")
             continue
-        canonical = allowed.get(label.strip().casefold())
+        label, name = pair
+        canonical = allowed.get(label.casefold())
         if canonical is None:
             result.problems.append(f"unknown label {label!r}")
             continue
-        mention = Mention(canonical, name.strip())
+        mention = Mention(canonical, name)
         if mention in seen:
             result.problems.append(f"duplicate item {item!r}")
             continue
