@@ -1,28 +1,42 @@
 """Continuous batching: waiting prompts take the places of finished rows, so the batch stays full.
 
 The dynamic loop decodes one batch until its longest answer ends, and its last steps run few
-rows; each step costs about the same host time however many rows it runs. Here, once at
-least `refill` places are free, the waiting prompts are prefilled after the shared prefix in
-one forward pass and their rows joined to the running batch, the shorter cache left-padded to
-the other's length. Padding is masked, so each row gets the dynamic loop's greedy tokens.
+rows. Here, once at least `refill` places are free, the waiting prompts are prefilled and
+join the running rows; each row gets the dynamic loop's greedy tokens.
 
-State between steps: the cache holds every fed token (`mask` marks the real ones, one column
-per cache slot), `tokens` the last chosen token of each row, not yet fed, and `positions` the
-position of each row's last fed token.
+The running rows live in preallocated key/value slots, one buffer per layer of
+(batch_size rows, heads, slots, head size), so that nothing is copied at every step:
+
+- rows [0, n) are in use; all of them write their next token's states into the same slot,
+  `length`, in place (a growing cache would copy itself at every step);
+- each row's tokens are left-padded to end at `length`, and `mask` marks its real slots;
+- a finished row's place is taken by the last row in use, a copy of that one row;
+- admitted prompts are prefilled straight into the next free rows, after a copy of the
+  shared prefix, in groups of similar suffix width (`width_groups`), so that little of the
+  prefill is padding;
+- when the slots run out, or the leading slots have fallen out of every row's use, the slots
+  in use move to the front of the buffers, which grow if they must.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
-from .static_decode import last_token_logits, prefill_inputs
+from .static_decode import CACHE_ROUNDING, key_value_geometry, last_token_logits, rounded_cache_length, suffix_inputs
 
 if TYPE_CHECKING:
     import torch
 
 REFILL_FRACTION = 4  # prompts join the batch once a quarter of its places are free
+SPARE_SLOTS = CACHE_ROUNDING // 2  # free slots after the write slot once the slots in use have moved
+TRIM_FRACTION = 4  # leading slots no row uses are dropped once they are a quarter of the slots in use
+MIN_TRIMMED_SLOTS = 16  # ... and at least this many (each step attends to every slot in use)
+# What one more prefill forward pass costs, in padded tokens. On two CPU cores with SmolLM2-135M
+# one row of 32 suffix tokens took 162 ms and each further token about 2 ms (weights are read once
+# per pass). On a GPU padding costs little against a pass's kernel launches (not measured there).
+PREFILL_CALL_TOKENS = {"cpu": 48}
+DEFAULT_PREFILL_CALL_TOKENS = 1024
 
 
 def supports_joined_rows(cache) -> bool:
@@ -32,61 +46,190 @@ def supports_joined_rows(cache) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
-@dataclass
-class _Rows:
-    """The running rows: prompt indices, tokens per row so far, cache, mask, next tokens and positions."""
+def width_groups(widths: Sequence[int], call_tokens: int) -> List[int]:
+    """Split `widths` (sorted widest first) into runs, each padded to its first width; return the
+    start of each run. The split minimises padded tokens plus `call_tokens` per run."""
+    best = [0] + [None] * len(widths)  # best[j]: the cost of widths[:j]
+    start_of = [0] * (len(widths) + 1)
+    for end in range(1, len(widths) + 1):
+        for start in range(end):
+            cost = best[start] + (end - start) * widths[start] + call_tokens
+            if best[end] is None or cost < best[end]:
+                best[end], start_of[end] = cost, start
+    starts, end = [], len(widths)
+    while end > 0:
+        end = start_of[end]
+        starts.append(end)
+    return starts[::-1]
 
-    prompts: List[int]
-    counts: List[int]
-    cache: object
-    mask: "torch.Tensor"
-    tokens: "torch.Tensor"
-    positions: "torch.Tensor"
 
-    def select(self, keep: List[int]) -> None:
-        """Keep only the rows at `keep`."""
+def _slot_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class SlotLayer(DynamicLayer):
+        """A cache layer over preallocated slots: `update` writes new states in place after the `length` slots in use."""
+
+        def __init__(self, key_slots: "torch.Tensor", value_slots: "torch.Tensor", length: int) -> None:
+            super().__init__()
+            self.key_slots, self.value_slots = key_slots, value_slots
+            self.device = key_slots.device
+            self.is_initialized = True
+            self._use(length)
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            end = self.length + key_states.shape[-2]
+            self.key_slots[:, :, self.length : end] = key_states
+            self.value_slots[:, :, self.length : end] = value_states
+            self._use(end)
+            return self.keys, self.values
+
+        def _use(self, length: int) -> None:
+            self.length = length
+            self.keys, self.values = self.key_slots[:, :, :length], self.value_slots[:, :, :length]
+
+    return SlotLayer
+
+
+class SlotBatch:
+    """The running rows of continuous batching, in preallocated key/value slots (see the module docstring)."""
+
+    def __init__(self, model, rows: int, cache_argument: str) -> None:
         import torch
 
-        index = torch.tensor(keep, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.mask, self.tokens, self.positions = self.mask[index], self.tokens[index], self.positions[index]
-        self.prompts = [self.prompts[i] for i in keep]
-        self.counts = [self.counts[i] for i in keep]
+        self.model = model
+        self.cache_argument = cache_argument
+        self.slot_layer = _slot_layer_class()
+        device = model.device
+        heads, head_dim, dtype = key_value_geometry(model)
+        layers = model.config.get_text_config(decoder=True).num_hidden_layers
+        self.keys = [torch.zeros((rows, heads, CACHE_ROUNDING, head_dim), dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros_like(keys) for keys in self.keys]
+        self.mask = torch.zeros((rows, CACHE_ROUNDING), dtype=torch.long, device=device)
+        self.tokens = torch.zeros((rows,), dtype=torch.long, device=device)  # each row's last chosen token, not yet fed
+        self.positions = torch.zeros((rows,), dtype=torch.long, device=device)  # each row's last fed position
+        self.prompts: List[int] = []  # the prompt each row in use decodes
+        self.counts: List[int] = []  # tokens chosen so far per row
+        self.length = 0  # slots in use; the next token's states go to this slot
 
-    def join(self, other: "_Rows") -> None:
-        """Append `other`'s rows, left-padding the shorter cache and mask to the other's length."""
+    @property
+    def size(self) -> int:
+        """Rows in use."""
+        return len(self.prompts)
+
+    @property
+    def capacity(self) -> int:
+        return self.mask.shape[1]
+
+    def step(self) -> None:
+        """Feed every row its last token and choose the next."""
+        rows = self.size
+        if self.length == self.capacity:
+            self._move(self.length - self._first_used_slot())
+        self.mask[:rows, self.length] = 1
+        self.positions[:rows] += 1
+        cache = self._cache(slice(0, rows), 0, self.length)
+        logits = last_token_logits(
+            self.model, self.tokens[:rows, None], self.mask[:rows, : self.length + 1], self.positions[:rows, None],
+            self.cache_argument, cache,
+        )
+        self.tokens[:rows] = logits.argmax(dim=-1)
+        self.length += 1
+
+    def admit(self, prompts: Sequence[Sequence[int]], indices: Sequence[int], prefix_length: int, prefix_cache,
+              pad_id: int, call_tokens: int) -> None:
+        """Prefill `prompts` (each starting with the `prefix_length` tokens cached in `prefix_cache`)
+        into the next free rows, choosing each one's first token; `indices` name the prompts."""
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        widths = [len(prompts[i]) - prefix_length for i in order]
+        needed = prefix_length + widths[0]
+        if self.size == 0:
+            self.length = 0
+        if needed > self.length:
+            self._move(needed)
+        starts = width_groups(widths, call_tokens)
+        for start, end in zip(starts, starts[1:] + [len(order)]):
+            rows = slice(self.size + start, self.size + end)
+            first = self.length - prefix_length - widths[start]
+            if prefix_cache is not None:
+                for keys, values, layer in zip(self.keys, self.values, prefix_cache.layers):
+                    keys[rows, :, first : first + prefix_length] = layer.keys
+                    values[rows, :, first : first + prefix_length] = layer.values
+            group = [prompts[i] for i in order[start:end]]
+            input_ids, mask, positions = suffix_inputs(group, prefix_length, pad_id, self.mask.device)
+            logits = last_token_logits(
+                self.model, input_ids, mask, positions, self.cache_argument, self._cache(rows, first, prefix_length)
+            )
+            self.mask[rows] = 0
+            self.mask[rows, first : self.length] = mask
+            self.tokens[rows] = logits.argmax(dim=-1)
+            self.positions[rows] = positions[:, -1]
+        self.prompts += [indices[i] for i in order]
+        self.counts += [0] * len(order)
+
+    def remove(self, finished: Sequence[int]) -> None:
+        """Free the rows at `finished` (ascending): the last rows in use move into their places."""
         import torch
 
-        length = max(self.mask.shape[1], other.mask.shape[1])
-        for layer, joined in zip(self.cache.layers, other.cache.layers):
-            layer.keys = torch.cat([_left_pad(layer.keys, length), _left_pad(joined.keys, length)])
-            layer.values = torch.cat([_left_pad(layer.values, length), _left_pad(joined.values, length)])
-        self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(other.mask, length)])
-        self.tokens = torch.cat([self.tokens, other.tokens])
-        self.positions = torch.cat([self.positions, other.positions])
-        self.prompts += other.prompts
-        self.counts += other.counts
+        if not finished:
+            return
+        kept = self.size - len(finished)
+        done = set(finished)
+        holes = [row for row in finished if row < kept]
+        movers = [row for row in range(kept, self.size) if row not in done]
+        if holes:
+            target = torch.tensor(holes, device=self.mask.device)
+            source = torch.tensor(movers, device=self.mask.device)
+            for tensor in self.keys + self.values:
+                tensor[target, :, : self.length] = tensor[source, :, : self.length]
+            for tensor in (self.mask, self.tokens, self.positions):
+                tensor[target] = tensor[source]
+            for hole, mover in zip(holes, movers):
+                self.prompts[hole], self.counts[hole] = self.prompts[mover], self.counts[mover]
+        del self.prompts[kept:], self.counts[kept:]
+        unused = self._first_used_slot() if kept else 0
+        if unused >= max(MIN_TRIMMED_SLOTS, self.length // TRIM_FRACTION):
+            self._move(self.length - unused)
 
-    def trim(self) -> None:
-        """Drop the leading cache slots no row attends to."""
-        first = int(self.mask.any(0).long().argmax())
-        if first > 0:
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-            self.mask = self.mask[:, first:]
+    def _first_used_slot(self) -> int:
+        """The first slot any row in use attends to."""
+        return int(self.mask[: self.size, : self.length].any(0).long().argmax())
+
+    def _move(self, length: int) -> None:
+        """Move the slots in use to end at slot `length` (left-padding the rows, or dropping leading
+        slots no row uses), leaving at least `SPARE_SLOTS` free slots after it; the buffers grow if they must."""
+        rows = self.size
+        first = self._first_used_slot() if rows else self.length
+        used = self.length - first
+        if length < used:
+            raise ValueError(f"{used} slots in use cannot end at slot {length}")
+        capacity = max(self.capacity, rounded_cache_length(length + SPARE_SLOTS))
+        moved = [_moved(tensor, 2, rows, first, used, length, capacity) for tensor in self.keys + self.values]
+        self.keys, self.values = moved[: len(self.keys)], moved[len(self.keys) :]
+        self.mask = _moved(self.mask, 1, rows, first, used, length, capacity)
+        self.mask[:rows, : length - used] = 0
+        self.length = length
+
+    def _cache(self, rows: slice, first: int, length: int):
+        """A cache over `rows` of the buffers, from slot `first`, holding `length` slots."""
+        from transformers.cache_utils import Cache
+
+        return Cache(layers=[
+            self.slot_layer(keys[rows, :, first:], values[rows, :, first:], length) for keys, values in zip(self.keys, self.values)
+        ])
 
 
-def _left_pad(tensor: "torch.Tensor", length: int) -> "torch.Tensor":
-    """Zeros before `tensor`'s slot dimension (-2 for cache states of 4 dimensions, else -1) up to `length` slots."""
-    import torch
-
-    dim = -2 if tensor.dim() == 4 else -1
-    missing = length - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+def _moved(tensor: "torch.Tensor", dim: int, rows: int, first: int, used: int, length: int, capacity: int) -> "torch.Tensor":
+    """`tensor` with slots [first, first + used) of its first `rows` rows moved to end at `length`
+    along `dim`, in place, or in a new zeroed buffer when `capacity` slots exceed its own."""
+    if capacity == tensor.shape[dim]:
+        target, part = tensor, tensor[:rows].narrow(dim, first, used).clone()
+    else:
+        shape = list(tensor.shape)
+        shape[dim] = capacity
+        target, part = tensor.new_zeros(shape), tensor[:rows].narrow(dim, first, used)
+    if used:
+        target[:rows].narrow(dim, length - used, used).copy_(part)
+    return target
 
 
 def decode_continuous(
@@ -109,47 +252,27 @@ def decode_continuous(
     a prompt also stops after `max_new_tokens` tokens. `times` (a DecodeTimes) adds up the
     prefill and decode time, the refills (as batches) and the steps.
     """
-    import torch
-
     waiting = deque(range(len(prompts)))
     refill = max(1, batch_size // REFILL_FRACTION)
-    running: Optional[_Rows] = None
-    while waiting or running is not None:
-        free = batch_size - (len(running.prompts) if running else 0)
+    call_tokens = PREFILL_CALL_TOKENS.get(model.device.type, DEFAULT_PREFILL_CALL_TOKENS)
+    batch = SlotBatch(model, batch_size, cache_argument)
+    while waiting or batch.size:
         started = time.perf_counter()
-        if waiting and (running is None or free >= refill):
-            admitted = [waiting.popleft() for _ in range(min(free, len(waiting)))]
-            rows = _prefill(model, [prompts[i] for i in admitted], admitted, prefix_length, prefix_cache, pad_id, cache_argument)
+        first_fresh = 0
+        if waiting and (batch.size == 0 or batch_size - batch.size >= refill):
+            admitted = [waiting.popleft() for _ in range(min(batch_size - batch.size, len(waiting)))]
+            first_fresh = batch.size  # the rows before took their latest token in an earlier pass
+            batch.admit([prompts[i] for i in admitted], admitted, prefix_length, prefix_cache, pad_id, call_tokens)
             times.prefill_seconds += time.perf_counter() - started
             times.batches += 1
-            first_fresh = len(running.prompts) if running else 0
-            if running is None:
-                running = rows
-            else:
-                running.join(rows)
         else:
-            first_fresh = 0
-            mask = torch.cat([running.mask, running.mask.new_ones((len(running.prompts), 1))], 1)
-            positions = running.positions + 1
-            logits = last_token_logits(model, running.tokens[:, None], mask, positions[:, None], cache_argument, running.cache)
-            running.mask, running.positions, running.tokens = mask, positions, logits.argmax(dim=-1)
+            batch.step()
             times.decode_seconds += time.perf_counter() - started
             times.decode_steps += 1
-            times.row_steps += len(running.prompts)
-        keep = list(range(first_fresh))  # rows whose latest token was taken in an earlier pass
-        for slot, token in enumerate(running.tokens[first_fresh:].tolist(), start=first_fresh):
-            running.counts[slot] += 1
-            if not finished(running.prompts[slot], token) and running.counts[slot] < max_new_tokens:
-                keep.append(slot)
-        if not keep:
-            running = None
-        elif len(keep) < len(running.prompts):
-            running.select(keep)
-            running.trim()
-
-
-def _prefill(model, prompts, indices, prefix_length, prefix_cache, pad_id, cache_argument) -> _Rows:
-    """Run the prompts' suffixes after a copy of the prefix cache; rows holding each prompt's first token."""
-    input_ids, mask, positions, cache = prefill_inputs(model, prompts, prefix_length, prefix_cache, pad_id)
-    logits = last_token_logits(model, input_ids, mask, positions, cache_argument, cache)
-    return _Rows(list(indices), [0] * len(prompts), cache, mask, logits.argmax(dim=-1), positions[:, -1])
+            times.row_steps += batch.size
+        done = []
+        for row, token in enumerate(batch.tokens[first_fresh : batch.size].tolist(), start=first_fresh):
+            batch.counts[row] += 1
+            if finished(batch.prompts[row], token) or batch.counts[row] >= max_new_tokens:
+                done.append(row)
+        batch.remove(done)

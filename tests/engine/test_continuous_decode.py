@@ -1,45 +1,102 @@
+import itertools
+
+import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig
+from hypothesis import given
+from hypothesis import strategies as st
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from spacy_bioselecttune.engine.continuous_decode import _Rows, supports_joined_rows
+from spacy_bioselecttune.engine.continuous_decode import SlotBatch, supports_joined_rows, width_groups
+from spacy_bioselecttune.engine.logprobs import cache_keyword
+from spacy_bioselecttune.engine.static_decode import CACHE_ROUNDING
 
-CONFIG = LlamaConfig(num_hidden_layers=2, num_key_value_heads=1, num_attention_heads=1, hidden_size=4)
-
-
-def _rows(prompts, mask):
-    """Rows whose cached keys and values number each slot (1-based) and are 0 where `mask` is 0."""
-    mask = torch.tensor(mask)
-    cache = DynamicCache(config=CONFIG)
-    states = (torch.arange(1, mask.shape[1] + 1) * mask)[:, None, :, None].float().expand(-1, 1, -1, 4).contiguous()
-    for layer in range(CONFIG.num_hidden_layers):
-        cache.update(states.clone(), states.clone(), layer)
-    size = len(prompts)
-    return _Rows(list(prompts), [1] * size, cache, mask, torch.arange(size), mask.sum(1) - 1)
+CONFIG = LlamaConfig(num_hidden_layers=2, num_key_value_heads=1, num_attention_heads=2, hidden_size=8,
+                     intermediate_size=16, vocab_size=40)
 
 
-def test_joined_rows_are_left_padded_to_the_longer_cache():
-    running = _rows([0, 1], [[1, 1, 1, 1], [0, 1, 1, 1]])
-    running.join(_rows([2], [[1, 1]]))
-    assert running.prompts == [0, 1, 2] and running.counts == [1, 1, 1]
-    assert running.mask.tolist() == [[1, 1, 1, 1], [0, 1, 1, 1], [0, 0, 1, 1]]
-    keys = running.cache.layers[1].keys[:, 0, :, 0]
-    assert keys.tolist() == [[1, 2, 3, 4], [0, 2, 3, 4], [0, 0, 1, 2]]
-    assert running.positions.tolist() == [3, 2, 1]
-    shorter = _rows([3], [[1, 1]])
-    shorter.join(_rows([4], [[0, 1, 1]]))  # the running rows are padded when the newcomers' cache is longer
-    assert shorter.mask.tolist() == [[0, 1, 1], [0, 1, 1]]
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LlamaForCausalLM(CONFIG).eval()
 
 
-def test_selected_rows_drop_the_slots_no_row_attends_to():
-    running = _rows([0, 1, 2], [[1, 1, 1, 1], [0, 1, 1, 1], [0, 0, 1, 1]])
-    running.select([2, 1])
-    running.trim()
-    assert running.prompts == [2, 1] and running.tokens.tolist() == [2, 1]
-    assert running.mask.tolist() == [[0, 1, 1], [1, 1, 1]]
-    assert running.cache.layers[0].keys[:, 0, :, 0].tolist() == [[0, 3, 4], [2, 3, 4]]
-    assert running.cache.get_seq_length() == 3
-    running.trim()  # nothing more to drop
-    assert running.mask.shape == (2, 3)
+def _padded_cost(widths, starts, call_tokens):
+    ends = starts[1:] + [len(widths)]
+    return sum((end - start) * widths[start] + call_tokens for start, end in zip(starts, ends))
+
+
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=8), st.integers(0, 40))
+def test_width_groups_minimise_padding_plus_calls(widths, call_tokens):
+    widths = sorted(widths, reverse=True)
+    starts = width_groups(widths, call_tokens)
+    assert starts[0] == 0 and starts == sorted(set(starts))
+    every_split = ([0, *cut] for size in range(len(widths)) for cut in itertools.combinations(range(1, len(widths)), size))
+    assert _padded_cost(widths, starts, call_tokens) == min(_padded_cost(widths, s, call_tokens) for s in every_split)
+
+
+def test_width_groups_trade_padding_against_calls():
+    assert width_groups([10, 9, 9, 3, 3], 0) == [0, 1, 3]
+    assert width_groups([10, 9, 9, 3, 3], 5) == [0, 3]
+    assert width_groups([10, 9, 9, 3, 3], 1000) == [0]
+
+
+def _reference(model, ids):
+    """Each layer's keys for `ids` run alone, and the greedy next token."""
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=torch.tensor([ids]), use_cache=True, **{cache_keyword(model): cache}).logits
+    return [layer.keys[0] for layer in cache.layers], int(logits[0, -1].argmax())
+
+
+def _assert_row_holds(batch, row, ids, model):
+    """Row `row` holds the keys of `ids` in its real slots, the last just before the write slot, and their next token."""
+    keys, token = _reference(model, ids)
+    real = batch.mask[row, : batch.length].bool()
+    assert int(real.sum()) == len(ids) and bool(real[-1])
+    for layer, expected in zip(batch.keys, keys):
+        torch.testing.assert_close(layer[row, :, : batch.length][:, real], expected)
+    assert int(batch.tokens[row]) == token
+
+
+@torch.inference_mode()
+def test_slot_batch_prefills_steps_and_frees_rows_like_separate_runs(model):
+    prompts = [[5, 6, 7], [5, 6, 7, 8, 9, 10], [5, 6, 7, 8]]
+    batch = SlotBatch(model, 4, cache_keyword(model))
+    batch.admit(prompts, [10, 11, 12], 0, None, pad_id=0, call_tokens=0)
+    assert batch.prompts == [11, 12, 10] and batch.counts == [0, 0, 0]  # widest first
+    assert batch.length == 6 and batch.mask[:3, :6].tolist() == [[1] * 6, [0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]]
+    fed = {11: prompts[1], 12: prompts[2], 10: prompts[0]}
+    for row, prompt in enumerate(batch.prompts):
+        _assert_row_holds(batch, row, fed[prompt], model)
+    fed = {prompt: fed[prompt] + [int(batch.tokens[row])] for row, prompt in enumerate(batch.prompts)}
+    batch.step()
+    assert batch.length == 7
+    for row, prompt in enumerate(batch.prompts):
+        _assert_row_holds(batch, row, fed[prompt], model)
+    batch.remove([0])  # the last row takes the freed place
+    assert batch.prompts == [10, 12]
+    for row, prompt in enumerate(batch.prompts):
+        _assert_row_holds(batch, row, fed[prompt], model)
+    batch.admit([[5, 6]], [13], 0, None, pad_id=0, call_tokens=0)  # a shorter prompt ends at the write slot
+    fed[13] = [5, 6]
+    assert batch.prompts == [10, 12, 13] and batch.length == 7
+    for row, prompt in enumerate(batch.prompts):
+        _assert_row_holds(batch, row, fed[prompt], model)
+
+
+@torch.inference_mode()
+def test_slot_batch_reuses_the_shared_prefix_and_grows_its_slots(model):
+    prefix = [5, 6, 7, 8]
+    prefix_cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([prefix]), use_cache=True, **{cache_keyword(model): prefix_cache})
+    long_prompt = prefix + [9 + i % 30 for i in range(CACHE_ROUNDING)]
+    batch = SlotBatch(model, 2, cache_keyword(model))
+    batch.admit([prefix + [9], long_prompt], [0, 1], len(prefix), prefix_cache, pad_id=0, call_tokens=0)
+    assert batch.capacity > CACHE_ROUNDING and batch.length == len(long_prompt)
+    _assert_row_holds(batch, 0, long_prompt, model)
+    _assert_row_holds(batch, 1, prefix + [9], model)
+    batch.remove([0])  # the long prompt's leading slots are now unused by every row, and dropped
+    assert batch.length == len(prefix) + 1
+    _assert_row_holds(batch, 0, prefix + [9], model)
 
 
 def test_only_full_attention_caches_can_join_rows():
