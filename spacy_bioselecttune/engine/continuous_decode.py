@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 
 REFILL_FRACTION = 4  # prompts join the batch once a quarter of its places are free
 SPARE_SLOTS = CACHE_ROUNDING // 2  # free slots after the write slot once the slots in use have moved
-TRIM_FRACTION = 4  # leading slots no row uses are dropped once they are a quarter of the slots in use
-MIN_TRIMMED_SLOTS = 16  # ... and at least this many (each step attends to every slot in use)
+PADDING_FRACTION = 4  # the rows are compacted once that drops a quarter of the slots they attend to
 # What one more prefill forward pass costs, in padded tokens. On two CPU cores with SmolLM2-135M
 # one row of 32 suffix tokens took 162 ms and each further token about 2 ms (weights are read once
 # per pass). On a GPU padding costs little against a pass's kernel launches (not measured there).
@@ -102,9 +101,9 @@ class SlotBatch:
         device = model.device
         heads, head_dim, dtype = key_value_geometry(model)
         layers = model.config.get_text_config(decoder=True).num_hidden_layers
-        self.keys = [torch.zeros((rows, heads, CACHE_ROUNDING, head_dim), dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros_like(keys) for keys in self.keys]
-        self.mask = torch.zeros((rows, CACHE_ROUNDING), dtype=torch.long, device=device)
+        self.keys = [torch.empty((rows, heads, 0, head_dim), dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.empty_like(keys) for keys in self.keys]
+        self.mask = torch.zeros((rows, 0), dtype=torch.long, device=device)  # slots are allocated by the first admission
         self.tokens = torch.zeros((rows,), dtype=torch.long, device=device)  # each row's last chosen token, not yet fed
         self.positions = torch.zeros((rows,), dtype=torch.long, device=device)  # each row's last fed position
         self.prompts: List[int] = []  # the prompt each row in use decodes
@@ -124,7 +123,7 @@ class SlotBatch:
         """Feed every row its last token and choose the next."""
         rows = self.size
         if self.length == self.capacity:
-            self._move(self.length - self._first_used_slot())
+            self._compact()
         self.mask[:rows, self.length] = 1
         self.positions[:rows] += 1
         cache = self._cache(slice(0, rows), 0, self.length)
@@ -142,18 +141,17 @@ class SlotBatch:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         widths = [len(prompts[i]) - prefix_length for i in order]
         needed = prefix_length + widths[0]
-        if self.size == 0:
-            self.length = 0
         if needed > self.length:
-            self._move(needed)
+            self._compact(needed)
         starts = width_groups(widths, call_tokens)
         for start, end in zip(starts, starts[1:] + [len(order)]):
             rows = slice(self.size + start, self.size + end)
             first = self.length - prefix_length - widths[start]
-            if prefix_cache is not None:
-                for keys, values, layer in zip(self.keys, self.values, prefix_cache.layers):
-                    keys[rows, :, first : first + prefix_length] = layer.keys
-                    values[rows, :, first : first + prefix_length] = layer.values
+            for layer, states in enumerate(zip(self.keys, self.values)):
+                for tensor, prefix_states in zip(states, _prefix_states(prefix_cache, layer)):
+                    tensor[rows, :, :first] = 0  # padding: masked, but never-written memory could hold NaNs
+                    if prefix_states is not None:
+                        tensor[rows, :, first : first + prefix_length] = prefix_states
             group = [prompts[i] for i in order[start:end]]
             input_ids, mask, positions = suffix_inputs(group, prefix_length, pad_id, self.mask.device)
             logits = last_token_logits(
@@ -165,6 +163,7 @@ class SlotBatch:
             self.positions[rows] = positions[:, -1]
         self.prompts += [indices[i] for i in order]
         self.counts += [0] * len(order)
+        self._compact_if_padded()
 
     def remove(self, finished: Sequence[int]) -> None:
         """Free the rows at `finished` (ascending): the last rows in use move into their places."""
@@ -186,27 +185,46 @@ class SlotBatch:
             for hole, mover in zip(holes, movers):
                 self.prompts[hole], self.counts[hole] = self.prompts[mover], self.counts[mover]
         del self.prompts[kept:], self.counts[kept:]
-        unused = self._first_used_slot() if kept else 0
-        if unused >= max(MIN_TRIMMED_SLOTS, self.length // TRIM_FRACTION):
-            self._move(self.length - unused)
+        self._compact_if_padded()
 
-    def _first_used_slot(self) -> int:
-        """The first slot any row in use attends to."""
-        return int(self.mask[: self.size, : self.length].any(0).long().argmax())
+    def _compact_if_padded(self) -> None:
+        """Compact the rows once that would drop `1 / PADDING_FRACTION` of the slots they attend to."""
+        if self.size:
+            longest = int(self.mask[: self.size, : self.length].sum(1).max())
+            if (self.length - longest) * PADDING_FRACTION >= self.length:
+                self._compact()
 
-    def _move(self, length: int) -> None:
-        """Move the slots in use to end at slot `length` (left-padding the rows, or dropping leading
-        slots no row uses), leaving at least `SPARE_SLOTS` free slots after it; the buffers grow if they must."""
-        rows = self.size
-        first = self._first_used_slot() if rows else self.length
-        used = self.length - first
-        if length < used:
-            raise ValueError(f"{used} slots in use cannot end at slot {length}")
+    def _compact(self, length: int = 0) -> None:
+        """Move each row's real slots, in order, to end at slot `length` (at least the most real
+        slots of any row), dropping the padding before and between them; at least `SPARE_SLOTS`
+        free slots follow, the buffers growing if they must. A decode step attends to every slot
+        up to the write slot, padding included, so padding costs compute until it is dropped."""
+        import torch
+
+        rows, old = self.size, self.length
+        real = self.mask[:rows, :old].bool()
+        counts = real.sum(1)
+        length = max(length, int(counts.max()) if rows else 0)
         capacity = max(self.capacity, rounded_cache_length(length + SPARE_SLOTS))
-        moved = [_moved(tensor, 2, rows, first, used, length, capacity) for tensor in self.keys + self.values]
-        self.keys, self.values = moved[: len(self.keys)], moved[len(self.keys) :]
-        self.mask = _moved(self.mask, 1, rows, first, used, length, capacity)
-        self.mask[:rows, : length - used] = 0
+        if rows:
+            slots = torch.arange(old, device=real.device)
+            real_slots = torch.where(real, slots, old).sort(dim=1).values  # each row's real slots first, in order
+            rank = torch.arange(length, device=real.device) - (length - counts[:, None])  # which real slot goes where
+            kept = rank >= 0
+            source = real_slots.gather(1, rank.clamp(0, old - 1)).where(kept, 0)
+        buffers = []
+        for tensor in self.keys + self.values:
+            target = tensor if capacity == self.capacity else tensor.new_empty(tensor.shape[:2] + (capacity,) + tensor.shape[3:])
+            if rows:
+                index = source[:, None, :, None].expand(rows, tensor.shape[1], length, tensor.shape[3])
+                target[:rows, :, :length] = tensor[:rows, :, :old].gather(2, index)
+            buffers.append(target)
+        self.keys, self.values = buffers[: len(self.keys)], buffers[len(self.keys) :]
+        if capacity != self.capacity:
+            self.mask = self.mask.new_zeros((self.mask.shape[0], capacity))
+        self.mask[:rows] = 0
+        if rows:
+            self.mask[:rows, :length] = kept.long()
         self.length = length
 
     def _cache(self, rows: slice, first: int, length: int):
@@ -218,18 +236,11 @@ class SlotBatch:
         ])
 
 
-def _moved(tensor: "torch.Tensor", dim: int, rows: int, first: int, used: int, length: int, capacity: int) -> "torch.Tensor":
-    """`tensor` with slots [first, first + used) of its first `rows` rows moved to end at `length`
-    along `dim`, in place, or in a new zeroed buffer when `capacity` slots exceed its own."""
-    if capacity == tensor.shape[dim]:
-        target, part = tensor, tensor[:rows].narrow(dim, first, used).clone()
-    else:
-        shape = list(tensor.shape)
-        shape[dim] = capacity
-        target, part = tensor.new_zeros(shape), tensor[:rows].narrow(dim, first, used)
-    if used:
-        target[:rows].narrow(dim, length - used, used).copy_(part)
-    return target
+def _prefix_states(prefix_cache, layer: int):
+    """The cached prefix's keys and values at `layer`, or two Nones without a prefix cache."""
+    if prefix_cache is None:
+        return None, None
+    return prefix_cache.layers[layer].keys, prefix_cache.layers[layer].values
 
 
 def decode_continuous(

@@ -72,29 +72,30 @@ def test_slot_batch_prefills_steps_and_frees_rows_like_separate_runs(model):
     assert batch.length == 7
     for row, prompt in enumerate(batch.prompts):
         _assert_row_holds(batch, row, fed[prompt], model)
-    batch.remove([0])  # the last row takes the freed place
-    assert batch.prompts == [10, 12]
+    batch.remove([0])  # the last row takes the freed place, and the padding the rows shared goes
+    assert batch.prompts == [10, 12] and batch.length == 5
     for row, prompt in enumerate(batch.prompts):
         _assert_row_holds(batch, row, fed[prompt], model)
     batch.admit([[5, 6]], [13], 0, None, pad_id=0, call_tokens=0)  # a shorter prompt ends at the write slot
     fed[13] = [5, 6]
-    assert batch.prompts == [10, 12, 13] and batch.length == 7
+    assert batch.prompts == [10, 12, 13] and batch.length == 5
     for row, prompt in enumerate(batch.prompts):
         _assert_row_holds(batch, row, fed[prompt], model)
 
 
 @torch.inference_mode()
-def test_slot_batch_reuses_the_shared_prefix_and_grows_its_slots(model):
+def test_slot_batch_reuses_the_shared_prefix_grows_its_slots_and_drops_padding(model):
     prefix = [5, 6, 7, 8]
     prefix_cache = DynamicCache(config=model.config)
     model(input_ids=torch.tensor([prefix]), use_cache=True, **{cache_keyword(model): prefix_cache})
     long_prompt = prefix + [9 + i % 30 for i in range(CACHE_ROUNDING)]
     batch = SlotBatch(model, 2, cache_keyword(model))
-    batch.admit([prefix + [9], long_prompt], [0, 1], len(prefix), prefix_cache, pad_id=0, call_tokens=0)
+    # one prefill for both: the short prompt's suffix is left-padded after its copy of the prefix
+    batch.admit([prefix + [9], long_prompt], [0, 1], len(prefix), prefix_cache, pad_id=0, call_tokens=1000)
     assert batch.capacity > CACHE_ROUNDING and batch.length == len(long_prompt)
     _assert_row_holds(batch, 0, long_prompt, model)
     _assert_row_holds(batch, 1, prefix + [9], model)
-    batch.remove([0])  # the long prompt's leading slots are now unused by every row, and dropped
+    batch.remove([0])  # the long prompt's slots go, and with them the padding inside the short one
     assert batch.length == len(prefix) + 1
     _assert_row_holds(batch, 0, prefix + [9], model)
 
