@@ -27,6 +27,7 @@ from . import attention
 from .continuous_decode import REFILL_FRACTION, decode_continuous, supports_joined_rows
 from .answer_format import LOOP_ITEMS
 from .encoding import encode_prompts
+from .lm_head import use_transposed_head
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
 from .logprobs import cache_keyword
 from .parser import item_key
@@ -218,7 +219,7 @@ class Generator:
             model, self._tokenizer = load_model(
                 self.base_model, adapter=self.adapter, device=self.device, merge_adapter=self.merge_adapter, dtype=self.dtype
             )
-            model = attention.use_packed_decode_attention(model)
+            model = use_transposed_head(attention.use_packed_decode_attention(model))
             self._model = self.prepare(model) if self.prepare is not None else model
 
     def warm_up(self, prompts: Sequence[str]) -> float:
