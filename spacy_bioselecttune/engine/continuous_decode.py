@@ -14,8 +14,13 @@ The running rows live in preallocated key/value slots, one buffer per layer of
 - admitted prompts are prefilled straight into the next free rows, after a copy of the
   shared prefix, in groups of similar suffix width (`width_groups`), so that little of the
   prefill is padding;
-- when the slots run out, or the leading slots have fallen out of every row's use, the slots
-  in use move to the front of the buffers, which grow if they must.
+- every step attends to all slots before the write slot, padding included: when the slots run
+  out, or when a quarter of them could go, each row's real slots move together to end at a
+  new, lower write slot (`_compact`), and the buffers grow if they must.
+
+On the first 200 NCBI-disease test sentences (2 CPU cores, 64 rows) this loop ran 1.3 to 1.5
+times its earlier form, which concatenated the cache at every step and every join, with the
+same tokens.
 """
 from __future__ import annotations
 

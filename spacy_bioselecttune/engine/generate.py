@@ -9,7 +9,8 @@ the same answers: the dynamic loop drops finished rows from the batch; the conti
 (`static_decode.py`) keeps fixed shapes so that on CUDA each decode step is one replayed CUDA
 graph, optionally of a torch.compile'd step; its refilling form gives finished rows waiting
 prompts inside the static cache. On one NVIDIA H200 (2,048 BC2GM sentences, batch 512) the static
-loop ran 516 sentences/s, compiled 615, continuous 495 and dynamic 248; on one H100 the refilling
+loop ran 516 sentences/s, compiled 615, continuous 495 (its earlier form, which grew its cache by
+concatenation) and dynamic 248; on one H100 the refilling
 static loop ran 1.4 times the static loop. On a CPU a decode step costs much the same however
 few rows it runs, but every row costs compute: continuous batching, which keeps the rows full
 and drops finished ones, is the fastest there. "auto", the default, takes the refilling static

@@ -1,6 +1,6 @@
 """Tolerant parsing of model output into mentions; never raises on model text.
 
-It accepts code fences, text before or after the array, truncated arrays (complete items
+It accepts code fences and other text before or after the array, truncated arrays (complete items
 are kept), single-quoted Python-style items and label case variants. Unknown labels,
 items of the wrong shape and duplicates are dropped and named in `problems`.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -17,7 +16,6 @@ from .records import Mention
 
 logger = logging.getLogger("spacy_bioselecttune")
 
-_FENCE = re.compile(r"```(?:json|JSON)?")
 _LABEL_KEYS = ("entity", "type", "label")
 _NAME_KEYS = ("name", "text", "span")
 
@@ -110,7 +108,7 @@ def parse_answer(raw: str, labels: Sequence[str]) -> ParseResult:
     labels: the allowed entity labels; matched case-insensitively and returned in this spelling.
     """
     result = ParseResult()
-    text = _FENCE.sub("", raw if isinstance(raw, str) else "")
+    text = raw if isinstance(raw, str) else ""  # code fences are text before and after the array
     begin = text.find("[")
     if begin < 0:
         result.ok = False

@@ -78,3 +78,8 @@ def test_parse_answer_inverts_render_answer(pairs):
 )
 def test_item_key_reads_one_item_as_the_parser_does(fragment, expected):
     assert item_key(fragment) == expected
+
+
+def test_backticks_inside_a_name_are_kept():
+    result = parse_answer('```json\n[{"entity": "Disease", "name": "```"}]\n```', LABELS)
+    assert result.ok and result.mentions == [Mention("Disease", "```")]
