@@ -24,6 +24,7 @@ same tokens.
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
@@ -67,6 +68,7 @@ def width_groups(widths: Sequence[int], call_tokens: int) -> List[int]:
     return starts[::-1]
 
 
+@functools.lru_cache(maxsize=None)
 def _slot_layer_class():
     from transformers.cache_utils import DynamicLayer
 
@@ -146,6 +148,8 @@ class SlotBatch:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         widths = [len(prompts[i]) - prefix_length for i in order]
         needed = prefix_length + widths[0]
+        if self.size == 0:
+            self.length = 0  # nothing to keep: the rows start afresh at the front
         if needed > self.length:
             self._compact(needed)
         starts = width_groups(widths, call_tokens)

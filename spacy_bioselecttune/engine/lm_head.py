@@ -8,6 +8,7 @@ with the values a linear layer gives.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
+@functools.lru_cache(maxsize=None)
 def _transposed_head_class():
     import torch
 

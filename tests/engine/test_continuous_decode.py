@@ -98,6 +98,10 @@ def test_slot_batch_reuses_the_shared_prefix_grows_its_slots_and_drops_padding(m
     batch.remove([0])  # the long prompt's slots go, and with them the padding inside the short one
     assert batch.length == len(prefix) + 1
     _assert_row_holds(batch, 0, prefix + [9], model)
+    batch.remove([0])
+    batch.admit([prefix + [10, 11]], [2], len(prefix), prefix_cache, pad_id=0, call_tokens=0)
+    assert batch.prompts == [2] and batch.length == len(prefix) + 2  # an empty batch starts afresh
+    _assert_row_holds(batch, 0, prefix + [10, 11], model)
 
 
 def test_only_full_attention_caches_can_join_rows():
