@@ -45,7 +45,7 @@ DEFAULT_PREFILL_CALL_TOKENS = 1024
 
 
 def supports_joined_rows(cache) -> bool:
-    """Whether every layer of a dynamic cache is a plain full-attention layer whose rows can be joined."""
+    """Whether every layer of a dynamic cache is a plain full-attention layer, as `SlotBatch`'s slots assume."""
     from transformers.cache_utils import DynamicLayer
 
     return all(type(layer) is DynamicLayer for layer in cache.layers)
@@ -153,14 +153,16 @@ class SlotBatch:
         if needed > self.length:
             self._compact(needed)
         starts = width_groups(widths, call_tokens)
+        prefix_layers = prefix_cache.layers if prefix_cache is not None else [None] * len(self.keys)
         for start, end in zip(starts, starts[1:] + [len(order)]):
             rows = slice(self.size + start, self.size + end)
             first = self.length - prefix_length - widths[start]
-            for layer, states in enumerate(zip(self.keys, self.values)):
-                for tensor, prefix_states in zip(states, _prefix_states(prefix_cache, layer)):
-                    tensor[rows, :, :first] = 0  # padding: masked, but never-written memory could hold NaNs
-                    if prefix_states is not None:
-                        tensor[rows, :, first : first + prefix_length] = prefix_states
+            for keys, values, prefix in zip(self.keys, self.values, prefix_layers):
+                # the padding is masked, but never-written memory could hold NaNs
+                keys[rows, :, :first] = values[rows, :, :first] = 0
+                if prefix is not None:
+                    keys[rows, :, first : first + prefix_length] = prefix.keys
+                    values[rows, :, first : first + prefix_length] = prefix.values
             group = [prompts[i] for i in order[start:end]]
             input_ids, mask, positions = suffix_inputs(group, prefix_length, pad_id, self.mask.device)
             logits = last_token_logits(
@@ -241,15 +243,9 @@ class SlotBatch:
         from transformers.cache_utils import Cache
 
         return Cache(layers=[
-            self.slot_layer(keys[rows, :, first:], values[rows, :, first:], length) for keys, values in zip(self.keys, self.values)
+            self.slot_layer(keys[rows, :, first:], values[rows, :, first:], length)
+            for keys, values in zip(self.keys, self.values)
         ])
-
-
-def _prefix_states(prefix_cache, layer: int):
-    """The cached prefix's keys and values at `layer`, or two Nones without a prefix cache."""
-    if prefix_cache is None:
-        return None, None
-    return prefix_cache.layers[layer].keys, prefix_cache.layers[layer].values
 
 
 def decode_continuous(
