@@ -117,6 +117,8 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
         counts.append(("Model time: tokenize / prefill / decode (s)",
                        " / ".join(f"{phases[key]:.2f}" for key in ("tokenize_seconds", "prefill_seconds", "decode_seconds"))))
         counts.append(("Decode steps (ms per step)", f"{phases['decode_steps']} ({phases['ms_per_decode_step']:.1f})"))
+        if phases.get("drafted_tokens"):
+            counts.append(("Draft tokens kept / fed", f"{phases['accepted_tokens']} / {phases['drafted_tokens']}"))
         counts.append(("Answers stopped as loops (last items only repeats)", phases.get("looping_answers", 0)))
     rows += ["", "| Count | Value |", "|---|---:|"] + [f"| {name} | {value} |" for name, value in counts]
     errors = metrics.get("errors")

@@ -7,7 +7,7 @@ instruction naming the entity types plus a text, and writes
 from __future__ import annotations
 
 import json
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import Errors
 from .records import Mention, Record
@@ -60,6 +60,20 @@ def render_answer(mentions: Iterable[Mention]) -> str:
 def answer_for_record(record: Record) -> str:
     """The gold answer for a record: its distinct mentions in order of first appearance."""
     return render_answer(record.mentions())
+
+
+def prompt_labels(prompt: str) -> Optional[List[str]]:
+    """The entity types a prompt built by `build_prompt` asks for, or None for another prompt."""
+    before, after = instruction(["\0"]).split("\0")
+    if not prompt.startswith(before) or after not in prompt:
+        return None
+    return prompt[len(before) : prompt.index(after)].split(", ")
+
+
+def draft_template(labels: Sequence[str]) -> str:
+    """An answer of the format's shape for these labels, from which speculative decoding drafts
+    the JSON around names (`drafting.PromptLookup`); the names are placeholders."""
+    return render_answer([Mention(label, name) for label in labels for name in ("x y", "x")])
 
 
 def prompt_label_groups(labels: Sequence[str], trained_sets: Sequence[Sequence[str]] = ()) -> List[Tuple[str, ...]]:

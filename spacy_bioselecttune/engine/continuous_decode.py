@@ -16,7 +16,11 @@ The running rows live in preallocated key/value slots, one buffer per layer of
   prefill is padding;
 - every step attends to all slots before the write slot, padding included: when the slots run
   out, or when a quarter of them could go, each row's real slots move together to end at a
-  new, lower write slot (`_compact`), and the buffers grow if they must.
+  new, lower write slot (`_compact`), and the buffers grow if they must;
+- with drafts (`drafting.PromptLookup`), a step feeds each row its last token and the tokens its
+  prompt suggests come next, in consecutive slots; the slots of draft tokens the model rejects
+  become padding. Drafts are fed only while they cost at most one more pass (`PASS_TOKENS`): on a
+  CPU a step of many rows is bound by compute, so there drafts run in the batch's last steps.
 
 On the first 200 NCBI-disease test sentences (2 CPU cores, 64 rows) this loop ran 1.3 to 1.5
 times its earlier form, which concatenated the cache at every step and every join, with the
@@ -27,9 +31,12 @@ from __future__ import annotations
 import functools
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
-from .static_decode import CACHE_ROUNDING, key_value_geometry, last_token_logits, rounded_cache_length, suffix_inputs
+from .drafting import PromptLookup
+from .static_decode import (
+    CACHE_ROUNDING, all_token_logits, key_value_geometry, last_token_logits, rounded_cache_length, suffix_inputs,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -37,11 +44,13 @@ if TYPE_CHECKING:
 REFILL_FRACTION = 4  # prompts join the batch once a quarter of its places are free
 SPARE_SLOTS = CACHE_ROUNDING // 2  # free slots after the write slot once the slots in use have moved
 PADDING_FRACTION = 4  # the rows are compacted once that drops a quarter of the slots they attend to
-# What one more prefill forward pass costs, in padded tokens. On two CPU cores with SmolLM2-135M
-# one row of 32 suffix tokens took 162 ms and each further token about 2 ms (weights are read once
-# per pass). On a GPU padding costs little against a pass's kernel launches (not measured there).
-PREFILL_CALL_TOKENS = {"cpu": 48}
-DEFAULT_PREFILL_CALL_TOKENS = 1024
+# What one more forward pass costs, in tokens of a pass. On two CPU cores with SmolLM2-135M one row
+# of 32 suffix tokens took 162 ms and each further token about 2 ms (weights are read once per
+# pass). On a GPU tokens cost little against a pass's kernel launches (not measured there). It
+# sets how far admitted prompts are padded (`width_groups`) and how many draft tokens a decode
+# step feeds per row (at most this many in all).
+PASS_TOKENS = {"cpu": 48}
+DEFAULT_PASS_TOKENS = 1024
 
 
 def supports_joined_rows(cache) -> bool:
@@ -51,14 +60,14 @@ def supports_joined_rows(cache) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
-def width_groups(widths: Sequence[int], call_tokens: int) -> List[int]:
+def width_groups(widths: Sequence[int], pass_tokens: int) -> List[int]:
     """Split `widths` (sorted widest first) into runs, each padded to its first width; return the
-    start of each run. The split minimises padded tokens plus `call_tokens` per run."""
+    start of each run. The split minimises padded tokens plus `pass_tokens` per run."""
     best = [0] + [None] * len(widths)  # best[j]: the cost of widths[:j]
     start_of = [0] * (len(widths) + 1)
     for end in range(1, len(widths) + 1):
         for start in range(end):
-            cost = best[start] + (end - start) * widths[start] + call_tokens
+            cost = best[start] + (end - start) * widths[start] + pass_tokens
             if best[end] is None or cost < best[end]:
                 best[end], start_of[end] = cost, start
     starts, end = [], len(widths)
@@ -99,7 +108,7 @@ def _slot_layer_class():
 class SlotBatch:
     """The running rows of continuous batching, in preallocated key/value slots (see the module docstring)."""
 
-    def __init__(self, model, rows: int, cache_argument: str) -> None:
+    def __init__(self, model, rows: int, cache_argument: str, drafting: bool = False) -> None:
         import torch
 
         self.model = model
@@ -116,6 +125,8 @@ class SlotBatch:
         self.prompts: List[int] = []  # the prompt each row in use decodes
         self.counts: List[int] = []  # tokens chosen so far per row
         self.length = 0  # slots in use; the next token's states go to this slot
+        self.lookup = PromptLookup(rows, device) if drafting else None  # each row's context, for drafts
+        self.drafted = self.accepted = 0  # draft tokens fed and kept, over all steps
 
     @property
     def size(self) -> int:
@@ -126,33 +137,60 @@ class SlotBatch:
     def capacity(self) -> int:
         return self.mask.shape[1]
 
-    def step(self) -> None:
-        """Feed every row its last token and choose the next."""
+    def step(self, draft_width: int = 0) -> Tuple["torch.Tensor", "torch.Tensor"]:
+        """Feed every row its last token, followed by up to `draft_width` draft tokens (with
+        `drafting`), and choose the next tokens: the model's token after each draft token it agrees
+        with and after the last one kept. Return the chosen tokens (rows, width) and how many of
+        each row's count (at least one); a row's slots for draft tokens it rejected become padding."""
+        import torch
+
         rows = self.size
-        if self.length == self.capacity:
+        drafts = None
+        if draft_width and self.lookup is not None:
+            drafts, drafted = self.lookup.drafts(rows, min(draft_width, SPARE_SLOTS - 1))
+            draft_width = int(drafted.max())
+        width = 1 + (draft_width if drafts is not None else 0)
+        if self.length + width > self.capacity:
             self._compact()
-        self.mask[:rows, self.length] = 1
-        self.positions[:rows] += 1
-        cache = self._cache(slice(0, rows), 0, self.length)
-        logits = last_token_logits(
-            self.model, self.tokens[:rows, None], self.mask[:rows, : self.length + 1], self.positions[:rows, None],
-            self.cache_argument, cache,
-        )
-        self.tokens[:rows] = logits.argmax(dim=-1)
-        self.length += 1
+        offsets = torch.arange(width, device=self.mask.device)
+        self.mask[:rows, self.length : self.length + width] = 1
+        context = (self.mask[:rows, : self.length + width], self.positions[:rows, None] + 1 + offsets, self.cache_argument,
+                   self._cache(slice(0, rows), 0, self.length))
+        if width == 1:
+            chosen = last_token_logits(self.model, self.tokens[:rows, None], *context).argmax(dim=-1)[:, None]
+            counts = torch.ones_like(self.positions[:rows])
+        else:
+            fed = torch.cat([self.tokens[:rows, None], drafts[:, : width - 1]], 1)
+            chosen = all_token_logits(self.model, fed, *context).argmax(dim=-1)
+            agreed = (fed[:, 1:] == chosen[:, :-1]) & (offsets[:-1] < drafted[:, None])
+            counts = agreed.long().cumprod(1).sum(1) + 1
+            self.mask[:rows, self.length : self.length + width] = (offsets < counts[:, None]).long()
+            self.drafted += int(drafted.sum())
+            self.accepted += int(counts.sum()) - rows
+        self.tokens[:rows] = chosen.gather(1, (counts - 1)[:, None])[:, 0]
+        self.positions[:rows] += counts
+        self.length += width
+        if self.lookup is not None:
+            self.lookup.append(chosen, counts)
+        if width > 1:
+            self._compact_if_padded()
+        return chosen, counts
 
     def admit(self, prompts: Sequence[Sequence[int]], indices: Sequence[int], prefix_length: int, prefix_cache,
-              pad_id: int, call_tokens: int) -> None:
+              pad_id: int, pass_tokens: int, contexts: Optional[Sequence[Sequence[int]]] = None) -> None:
         """Prefill `prompts` (each starting with the `prefix_length` tokens cached in `prefix_cache`)
-        into the next free rows, choosing each one's first token; `indices` name the prompts."""
+        into the next free rows, choosing each one's first token; `indices` name the prompts.
+        With `drafting`, `contexts` are the tokens each prompt's drafts are looked up in."""
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         widths = [len(prompts[i]) - prefix_length for i in order]
         needed = prefix_length + widths[0]
         if self.size == 0:
             self.length = 0  # nothing to keep: the rows start afresh at the front
+            if self.lookup is not None:
+                self.lookup.bound = 0
         if needed > self.length:
             self._compact(needed)
-        starts = width_groups(widths, call_tokens)
+        starts = width_groups(widths, pass_tokens)
         prefix_layers = prefix_cache.layers if prefix_cache is not None else [None] * len(self.keys)
         for start, end in zip(starts, starts[1:] + [len(order)]):
             rows = slice(self.size + start, self.size + end)
@@ -172,6 +210,9 @@ class SlotBatch:
             self.mask[rows, first : self.length] = mask
             self.tokens[rows] = logits.argmax(dim=-1)
             self.positions[rows] = positions[:, -1]
+            if self.lookup is not None:
+                firsts = self.tokens[rows].tolist()
+                self.lookup.start(rows, [list(contexts[i]) + [token] for i, token in zip(order[start:end], firsts)])
         self.prompts += [indices[i] for i in order]
         self.counts += [0] * len(order)
         self._compact_if_padded()
@@ -193,6 +234,8 @@ class SlotBatch:
                 tensor[target, :, : self.length] = tensor[source, :, : self.length]
             for tensor in (self.mask, self.tokens, self.positions):
                 tensor[target] = tensor[source]
+            if self.lookup is not None:
+                self.lookup.move(target, source)
             for hole, mover in zip(holes, movers):
                 self.prompts[hole], self.counts[hole] = self.prompts[mover], self.counts[mover]
         del self.prompts[kept:], self.counts[kept:]
@@ -260,35 +303,49 @@ def decode_continuous(
     cache_argument: str,
     finished: Callable[[int, int], bool],
     times,
+    contexts: Optional[Sequence[Sequence[int]]] = None,
+    draft_tokens: int = 0,
 ) -> None:
     """Greedy decoding of `prompts`, admitted in the order given; `finished(prompt, token)` takes each token.
 
     Every prompt starts with the `prefix_length` tokens cached in `prefix_cache` (batch 1; none
     when `prefix_length` is 0). `finished` returns True once a prompt's answer is complete;
-    a prompt also stops after `max_new_tokens` tokens. `times` (a DecodeTimes) adds up the
-    prefill and decode time, the refills (as batches) and the steps.
+    a prompt also stops after `max_new_tokens` tokens. With `contexts` (each prompt's tokens to
+    look drafts up in, `drafting.PromptLookup`) a decode step feeds each row up to `draft_tokens`
+    draft tokens, as many as cost at most one more pass (`PASS_TOKENS`) over the rows running.
+    `times` (a DecodeTimes) adds up the prefill and decode time, the refills (as batches), the
+    steps and the draft tokens fed and kept.
     """
     waiting = deque(range(len(prompts)))
     refill = max(1, batch_size // REFILL_FRACTION)
-    call_tokens = PREFILL_CALL_TOKENS.get(model.device.type, DEFAULT_PREFILL_CALL_TOKENS)
-    batch = SlotBatch(model, batch_size, cache_argument)
+    pass_tokens = PASS_TOKENS.get(model.device.type, DEFAULT_PASS_TOKENS)
+    drafting = contexts is not None and draft_tokens > 0
+    batch = SlotBatch(model, batch_size, cache_argument, drafting=drafting)
     while waiting or batch.size:
         started = time.perf_counter()
         first_fresh = 0
         if waiting and (batch.size == 0 or batch_size - batch.size >= refill):
             admitted = [waiting.popleft() for _ in range(min(batch_size - batch.size, len(waiting)))]
             first_fresh = batch.size  # the rows before took their latest token in an earlier pass
-            batch.admit([prompts[i] for i in admitted], admitted, prefix_length, prefix_cache, pad_id, call_tokens)
+            batch.admit([prompts[i] for i in admitted], admitted, prefix_length, prefix_cache, pad_id, pass_tokens,
+                        [contexts[i] for i in admitted] if drafting else None)
+            chosen = batch.tokens[first_fresh : batch.size, None].tolist()
             times.prefill_seconds += time.perf_counter() - started
             times.batches += 1
         else:
-            batch.step()
+            drafted, accepted = batch.drafted, batch.accepted
+            tokens, counts = batch.step(min(draft_tokens, pass_tokens // batch.size) if drafting else 0)
+            chosen = [row[:count] for row, count in zip(tokens.tolist(), counts.tolist())]
             times.decode_seconds += time.perf_counter() - started
             times.decode_steps += 1
             times.row_steps += batch.size
+            times.drafted_tokens += batch.drafted - drafted
+            times.accepted_tokens += batch.accepted - accepted
         done = []
-        for row, token in enumerate(batch.tokens[first_fresh : batch.size].tolist(), start=first_fresh):
-            batch.counts[row] += 1
-            if finished(batch.prompts[row], token) or batch.counts[row] >= max_new_tokens:
-                done.append(row)
+        for row, tokens in enumerate(chosen, start=first_fresh):
+            for token in tokens:
+                batch.counts[row] += 1
+                if finished(batch.prompts[row], token) or batch.counts[row] >= max_new_tokens:
+                    done.append(row)
+                    break
         batch.remove(done)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set,
 from ..errors import Errors, Warnings, warn
 from . import attention
 from .continuous_decode import REFILL_FRACTION, decode_continuous, supports_joined_rows
-from .answer_format import LOOP_ITEMS
+from .answer_format import LOOP_ITEMS, draft_template, prompt_labels
 from .encoding import encode_prompts
 from .lm_head import use_transposed_head
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
@@ -38,6 +38,7 @@ DECODINGS = ("auto", "dynamic", "static", "compiled", "continuous", "static-cont
 STATIC_DECODINGS = ("static", "compiled", "static-continuous", "compiled-continuous")
 COMPILED_DECODINGS = ("compiled", "compiled-continuous")  # the static step runs through torch.compile
 REFILLING_DECODINGS = ("static-continuous", "compiled-continuous")  # finished static rows take waiting prompts
+DRAFT_TOKENS = 8  # draft tokens a continuous decode step may feed per row (see Generator)
 GRAPH_SYNC_STEPS = 8  # replayed decode steps between looks at the tokens (finished rows may idle this long)
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class DecodeTimes:
     Reading each step's tokens waits for the device, so the phases are timed as the device
     finishes them. `row_steps` counts rows x decode steps: the static loop keeps finished rows.
     `looping_answers` counts answers stopped because their last items only repeated earlier ones.
+    `drafted_tokens` and `accepted_tokens` count the draft tokens fed to decode steps and those kept.
     """
 
     tokenize_seconds: float = 0.0
@@ -124,6 +126,8 @@ class DecodeTimes:
     decode_steps: int = 0
     row_steps: int = 0
     looping_answers: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
     @property
     def ms_per_decode_step(self) -> float:
@@ -164,6 +168,8 @@ class Generator:
         "static-continuous" and "compiled-continuous" (the static loops with finished rows
         taking waiting prompts, inside the static cache); all but "dynamic" for models without
         sliding-window layers only.
+    draft_tokens: with continuous batching, draft tokens (looked up in the prompt, `drafting.py`)
+        a decode step may feed each row for the model to check, or 0 for one token per step.
     """
 
     loop_items = LOOP_ITEMS  # an answer ends once this many items in a row repeated earlier ones
@@ -181,6 +187,7 @@ class Generator:
         dtype: str = "auto",
         prepare: Optional[Callable[["PreTrainedModel"], "PreTrainedModel"]] = None,
         decoding: str = "auto",
+        draft_tokens: int = DRAFT_TOKENS,
     ) -> None:
         if decoding not in DECODINGS:
             raise ValueError(Errors.E010.format(name="decoding", value=decoding, reason=f"use one of {list(DECODINGS)}"))
@@ -195,12 +202,14 @@ class Generator:
         self.dtype = dtype
         self.prepare = prepare
         self.decoding = decoding
+        self.draft_tokens = draft_tokens
         self._resolved: Optional[str] = None  # the loop `decoding` stands for on the loaded model
         self._decoder: Optional[StaticDecoder] = None
         self._model: Optional["PreTrainedModel"] = None
         self._tokenizer: Optional["PreTrainedTokenizerBase"] = None
         self._prefix: Optional[_PrefixCache] = None
         self._token_texts: Dict[int, str] = {}
+        self._templates: Dict[Optional[Tuple[str, ...]], List[int]] = {}
         self.times = DecodeTimes()
 
     @property
@@ -258,7 +267,8 @@ class Generator:
             prefix = self._shared_prefix(token_ids)
             self.times.prefix_seconds += time.perf_counter() - started
             if self.resolved_decoding == "continuous":
-                self._decode_continuous([token_ids[i] for i in order], order, prefix, completions, progress)
+                contexts = [token_ids[i] + self._draft_template(prompts[i]) for i in order] if self.draft_tokens else None
+                self._decode_continuous([token_ids[i] for i in order], order, prefix, completions, progress, contexts)
                 return completions
             refilling = self.resolved_decoding in REFILLING_DECODINGS
             steps_per_row = self.max_new_tokens + GRAPH_SYNC_STEPS if refilling else max(0, self.max_new_tokens - 1)
@@ -354,10 +364,20 @@ class Generator:
             positions = positions[:, -1:] + 1
         return generated
 
+    def _draft_template(self, prompt: str) -> List[int]:
+        """The tokens of an answer template for the labels the prompt asks for (none for other prompts)."""
+        labels = prompt_labels(prompt)
+        key = tuple(labels) if labels else None
+        if key not in self._templates:
+            self._templates[key] = self.tokenizer.encode(draft_template(labels), add_special_tokens=False) if labels else []
+        return self._templates[key]
+
     def _decode_continuous(
-        self, token_ids: List[List[int]], order: List[int], prefix: Optional[_PrefixCache], completions: List[List[int]], progress
+        self, token_ids: List[List[int]], order: List[int], prefix: Optional[_PrefixCache], completions: List[List[int]],
+        progress, contexts: Optional[List[List[int]]],
     ) -> None:
-        """Greedy continuations of all prompts by continuous batching; `order[i]` is where prompt i's tokens go."""
+        """Greedy continuations of all prompts by continuous batching; `order[i]` is where prompt i's
+        tokens go; drafts are looked up in `contexts` when given."""
         eos_ids = self._eos_ids()
         trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in token_ids]
 
@@ -370,6 +390,7 @@ class Generator:
             self.model, token_ids, len(prefix.token_ids) if prefix else 0, prefix.past_key_values if prefix else None,
             pad_id=self.tokenizer.pad_token_id, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
             cache_argument=self._cache_argument(), finished=finished, times=self.times,
+            contexts=contexts, draft_tokens=self.draft_tokens,
         )
         progress.update(len(token_ids) - progress.n)
 

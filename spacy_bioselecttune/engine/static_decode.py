@@ -47,6 +47,15 @@ def last_token_logits(model, input_ids, attention_mask, position_ids, cache_argu
 
     width = input_ids.shape[1]
     keep = 1 if width == 1 else torch.tensor([width - 1], device=input_ids.device)
+    return _logits(model, input_ids, attention_mask, position_ids, cache_argument, cache, keep)[:, -1]
+
+
+def all_token_logits(model, input_ids, attention_mask, position_ids, cache_argument: str, cache) -> "torch.Tensor":
+    """Logits at every input position (rows, width, vocabulary); the inputs' states are appended to `cache`."""
+    return _logits(model, input_ids, attention_mask, position_ids, cache_argument, cache, 0)
+
+
+def _logits(model, input_ids, attention_mask, position_ids, cache_argument: str, cache, keep) -> "torch.Tensor":
     return model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -54,7 +63,7 @@ def last_token_logits(model, input_ids, attention_mask, position_ids, cache_argu
         use_cache=True,
         logits_to_keep=keep,
         **{cache_argument: cache},
-    ).logits[:, -1]
+    ).logits
 
 
 def suffix_inputs(prompts: Sequence[Sequence[int]], prefix_length: int, pad_id: int, device):

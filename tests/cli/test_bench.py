@@ -39,23 +39,24 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads((out / RESULTS_JSON).read_text())
-    reference, optimised, no_cache, bf16, int8, dynamic_run, static, refilling = data["runs"]
-    # on a CPU the optimised run decodes by continuous batching, so that variant is not run again
-    assert [run["method"] for run in data["runs"]] == ["reference", "optimised", "optimised, no-prefix-cache", "optimised, bf16",
-                                                       "optimised, int8", "optimised, dynamic", "optimised, static",
+    reference, optimised, no_cache, no_drafts, bf16, int8, dynamic_run, refilling = data["runs"]
+    # on a CPU the optimised run decodes by continuous batching, so that variant is not run again, and
+    # the static loop (for CUDA graphs) runs on request only
+    assert [run["method"] for run in data["runs"]] == ["reference", "optimised", "optimised, no-prefix-cache", "optimised, no-drafts",
+                                                       "optimised, bf16", "optimised, int8", "optimised, dynamic",
                                                        "optimised, static-continuous"]
-    assert [run["decoding"] for run in data["runs"]] == [None] + ["continuous"] * 4 + ["dynamic", "static", "static-continuous"]
-    assert dynamic_run["outputs"] == static["outputs"] == refilling["outputs"] == reference["outputs"]
+    assert [run["decoding"] for run in data["runs"]] == [None] + ["continuous"] * 5 + ["dynamic", "static-continuous"]
+    assert dynamic_run["outputs"] == refilling["outputs"] == no_drafts["outputs"] == reference["outputs"]
+    assert no_drafts["phases"]["drafted_tokens"] == 0 and refilling["phases"]["drafted_tokens"] == 0
     assert int8["sentences"] == 4 and int8["f1"] is not None and 0.0 <= int8["agreement"] <= 1.0
     assert no_cache["outputs"] == reference["outputs"] and no_cache["speed_up"] > 0
     assert bf16["sentences"] == 4 and bf16["f1"] is not None
     assert reference["sentences"] == optimised["sentences"] == 4
     assert optimised["outputs"] == reference["outputs"]
     assert reference["phases"] is None
-    dynamic, fixed = dynamic_run["phases"], static["phases"]
-    assert dynamic["batches"] == fixed["batches"] == 2 and dynamic["prefill_seconds"] > 0
+    dynamic = dynamic_run["phases"]
+    assert dynamic["batches"] == 2 and dynamic["prefill_seconds"] > 0
     assert 0 < dynamic["decode_steps"] <= 2 * 7 and dynamic["row_steps"] <= 2 * dynamic["decode_steps"]
-    assert fixed["row_steps"] == 2 * fixed["decode_steps"]  # the static loop keeps finished rows
     assert dynamic["ms_per_decode_step"] == pytest.approx(1000 * dynamic["decode_seconds"] / dynamic["decode_steps"])
     assert optimised["agreement"] == 1.0
     assert optimised["generated_tokens"] == reference["generated_tokens"] > 0
@@ -65,6 +66,11 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     assert result.exit_code != 0 and "E404" in str(result.exception)
     result = CliRunner().invoke(app, args + ["--variants", "none"])
     assert result.exit_code == 0 and len(json.loads((out / RESULTS_JSON).read_text())["runs"]) == 2
+    result = CliRunner().invoke(app, args + ["--variants", "static"])
+    static = json.loads((out / RESULTS_JSON).read_text())["runs"][-1]
+    assert result.exit_code == 0 and static["method"] == "optimised, static" and static["outputs"] == reference["outputs"]
+    fixed = static["phases"]
+    assert fixed["batches"] == 2 and fixed["row_steps"] == 2 * fixed["decode_steps"]  # the static loop keeps finished rows
 
 
 def test_bench_warms_up_and_compiles_on_request(tiny_model_dir, sentences_jsonl, tmp_path):

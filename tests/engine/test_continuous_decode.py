@@ -47,11 +47,20 @@ def _reference(model, ids):
     return [layer.keys[0] for layer in cache.layers], int(logits[0, -1].argmax())
 
 
-def _assert_row_holds(batch, row, ids, model):
-    """Row `row` holds the keys of `ids` in its real slots, the last just before the write slot, and their next token."""
+def _greedy(model, ids, count):
+    """The next `count` greedy tokens after `ids`, one forward pass each."""
+    ids = list(ids)
+    for _ in range(count):
+        ids.append(_reference(model, ids)[1])
+    return ids[-count:]
+
+
+def _assert_row_holds(batch, row, ids, model, at_write_slot=True):
+    """Row `row` holds the keys of `ids` in its real slots, the last just before the write slot
+    (unless a draft was rejected after it), and their next token."""
     keys, token = _reference(model, ids)
     real = batch.mask[row, : batch.length].bool()
-    assert int(real.sum()) == len(ids) and bool(real[-1])
+    assert int(real.sum()) == len(ids) and (bool(real[-1]) or not at_write_slot)
     for layer, expected in zip(batch.keys, keys):
         torch.testing.assert_close(layer[row, :, : batch.length][:, real], expected)
     assert int(batch.tokens[row]) == token
@@ -61,7 +70,7 @@ def _assert_row_holds(batch, row, ids, model):
 def test_slot_batch_prefills_steps_and_frees_rows_like_separate_runs(model):
     prompts = [[5, 6, 7], [5, 6, 7, 8, 9, 10], [5, 6, 7, 8]]
     batch = SlotBatch(model, 4, cache_keyword(model))
-    batch.admit(prompts, [10, 11, 12], 0, None, pad_id=0, call_tokens=0)
+    batch.admit(prompts, [10, 11, 12], 0, None, pad_id=0, pass_tokens=0)
     assert batch.prompts == [11, 12, 10] and batch.counts == [0, 0, 0]  # widest first
     assert batch.length == 6 and batch.mask[:3, :6].tolist() == [[1] * 6, [0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]]
     fed = {11: prompts[1], 12: prompts[2], 10: prompts[0]}
@@ -76,7 +85,7 @@ def test_slot_batch_prefills_steps_and_frees_rows_like_separate_runs(model):
     assert batch.prompts == [10, 12] and batch.length == 5
     for row, prompt in enumerate(batch.prompts):
         _assert_row_holds(batch, row, fed[prompt], model)
-    batch.admit([[5, 6]], [13], 0, None, pad_id=0, call_tokens=0)  # a shorter prompt ends at the write slot
+    batch.admit([[5, 6]], [13], 0, None, pad_id=0, pass_tokens=0)  # a shorter prompt ends at the write slot
     fed[13] = [5, 6]
     assert batch.prompts == [10, 12, 13] and batch.length == 5
     for row, prompt in enumerate(batch.prompts):
@@ -91,7 +100,7 @@ def test_slot_batch_reuses_the_shared_prefix_grows_its_slots_and_drops_padding(m
     long_prompt = prefix + [9 + i % 30 for i in range(CACHE_ROUNDING)]
     batch = SlotBatch(model, 2, cache_keyword(model))
     # one prefill for both: the short prompt's suffix is left-padded after its copy of the prefix
-    batch.admit([prefix + [9], long_prompt], [0, 1], len(prefix), prefix_cache, pad_id=0, call_tokens=1000)
+    batch.admit([prefix + [9], long_prompt], [0, 1], len(prefix), prefix_cache, pad_id=0, pass_tokens=1000)
     assert batch.capacity > CACHE_ROUNDING and batch.length == len(long_prompt)
     _assert_row_holds(batch, 0, long_prompt, model)
     _assert_row_holds(batch, 1, prefix + [9], model)
@@ -99,7 +108,7 @@ def test_slot_batch_reuses_the_shared_prefix_grows_its_slots_and_drops_padding(m
     assert batch.length == len(prefix) + 1
     _assert_row_holds(batch, 0, prefix + [9], model)
     batch.remove([0])
-    batch.admit([prefix + [10, 11]], [2], len(prefix), prefix_cache, pad_id=0, call_tokens=0)
+    batch.admit([prefix + [10, 11]], [2], len(prefix), prefix_cache, pad_id=0, pass_tokens=0)
     assert batch.prompts == [2] and batch.length == len(prefix) + 2  # an empty batch starts afresh
     _assert_row_holds(batch, 0, prefix + [10, 11], model)
 
@@ -108,3 +117,25 @@ def test_only_full_attention_caches_can_join_rows():
     assert supports_joined_rows(DynamicCache(config=CONFIG))
     sliding = LlamaConfig(**{**CONFIG.to_dict(), "sliding_window": 2, "layer_types": ["sliding_attention", "full_attention"]})
     assert not supports_joined_rows(DynamicCache(config=sliding))
+
+
+@torch.inference_mode()
+def test_a_drafting_step_keeps_the_greedy_tokens_and_drops_rejected_slots(model):
+    prompts = [[5, 6, 7, 8], [9, 10, 11]]
+    first, second = _greedy(model, prompts[0], 4), _greedy(model, prompts[1], 1)
+    # row 0's context holds its greedy answer after an earlier copy of its first token; row 1's, a wrong guess
+    contexts = [prompts[0] + first[:3], prompts[1] + second + [(second[0] + 1) % CONFIG.vocab_size] * 3]
+    batch = SlotBatch(model, 2, cache_keyword(model), drafting=True)
+    batch.admit(prompts, [0, 1], 0, None, pad_id=0, pass_tokens=0, contexts=contexts)
+    assert batch.tokens.tolist() == [first[0], second[0]]
+    chosen, counts = batch.step(3)
+    assert chosen.shape == (2, 4) and batch.drafted == 3 + 3 and batch.accepted == counts.sum() - 2
+    assert counts[0] >= 3 and counts[1] == 1  # the model agrees with the answer's tokens, not with the guess
+    assert chosen[0, : counts[0]].tolist() == _greedy(model, prompts[0] + first[:1], int(counts[0]))
+    assert chosen[1, :1].tolist() == _greedy(model, prompts[1] + second, 1)
+    for row, prompt in enumerate(prompts):
+        fed = prompt + _greedy(model, prompt, int(counts[row]))
+        _assert_row_holds(batch, row, fed, model, at_write_slot=bool(counts[row] == 4))
+    batch.step()  # a plain step after rejected drafts: attends past their emptied slots
+    for row, prompt in enumerate(prompts):
+        _assert_row_holds(batch, row, prompt + _greedy(model, prompt, int(counts[row]) + 1), model)

@@ -193,11 +193,12 @@ def test_continuous_batching_gives_the_dynamic_loops_tokens(trained_model_dir, t
     for model_dir in (trained_model_dir, tiny_model_dir):
         for batch_size, prefix, max_new_tokens in ((3, True, 25), (2, False, 25), (4, True, 7), (32, True, 25)):
             settings = dict(device="cpu", batch_size=batch_size, max_new_tokens=max_new_tokens, use_prefix_cache=prefix)
-            dynamic = Generator(str(model_dir), decoding="dynamic", **settings)
-            continuous = Generator(str(model_dir), decoding="continuous", **settings)
-            assert continuous.generate_token_ids(prompts) == dynamic.generate_token_ids(prompts)
-            assert continuous.generate_token_ids(prompts[-1:]) == dynamic.generate_token_ids(prompts[-1:])
-            assert max(map(len, continuous.generate_token_ids(prompts))) <= max_new_tokens
+            expected = Generator(str(model_dir), decoding="dynamic", **settings).generate_token_ids(prompts)
+            for draft_tokens in (0, 8):
+                continuous = Generator(str(model_dir), decoding="continuous", draft_tokens=draft_tokens, **settings)
+                assert continuous.generate_token_ids(prompts) == expected
+                assert continuous.generate_token_ids(prompts[-1:]) == expected[-1:]
+                assert max(map(len, continuous.generate_token_ids(prompts))) <= max_new_tokens
     continuous = Generator(str(trained_model_dir), device="cpu", batch_size=3, max_new_tokens=60, decoding="continuous")
     assert continuous.generate(prompts[:4]) == [answer_for_record(r) for r in fixture_records]
     # prompts joined a running batch: more prefills than batches of 3, and fuller decode steps than the dynamic loop's
@@ -208,6 +209,19 @@ def test_continuous_batching_gives_the_dynamic_loops_tokens(trained_model_dir, t
     assert continuous.times.batches > -(-len(prompts) // 3)
     assert continuous.times.decode_steps < dynamic.times.decode_steps
     assert continuous.times.row_steps / continuous.times.decode_steps > dynamic.times.row_steps / dynamic.times.decode_steps
+
+
+def test_drafts_from_the_prompt_cut_the_decode_steps_of_continuous_batching(trained_model_dir, fixture_records):
+    prompts = _prompts(fixture_records)[: len(fixture_records)]
+    settings = dict(device="cpu", batch_size=4, max_new_tokens=60, decoding="continuous")
+    plain = Generator(str(trained_model_dir), draft_tokens=0, **settings)
+    drafting = Generator(str(trained_model_dir), draft_tokens=8, **settings)
+    assert drafting.generate(prompts) == plain.generate(prompts) == [answer_for_record(r) for r in fixture_records]
+    # the answers' names and JSON are copied from the prompt and the template: drafts are kept, so fewer steps
+    assert plain.times.drafted_tokens == 0 and 0 < drafting.times.accepted_tokens < drafting.times.drafted_tokens
+    assert drafting.times.decode_steps < plain.times.decode_steps
+    # a row-step yields its token and its kept drafts (those after the answer's end are dropped)
+    assert drafting.times.row_steps + drafting.times.accepted_tokens >= plain.times.row_steps
 
 
 def test_refilling_static_decoding_gives_the_dynamic_loops_tokens(trained_model_dir, tiny_model_dir, fixture_records, monkeypatch):
