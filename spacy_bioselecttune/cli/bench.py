@@ -47,7 +47,9 @@ VARIANTS: Dict[str, Dict[str, object]] = {
 }
 DEFAULT_VARIANTS = [name for name in VARIANTS if not name.startswith("compiled")]  # compiling takes about a minute on a CPU
 # The static loop is for CUDA graphs; on a CPU it runs eagerly, every finished row still computed,
-# and was the slowest loop there (1.13 times the plain loop on two cores), so it runs on request only.
+# and was the slowest loop there (1.13 times the plain loop on two AVX2 cores), so it runs on request
+# only. bf16 weights on a CPU without bf16 instructions are converted in every product: 0.77 times
+# the plain loop on those cores, so there bf16 runs on request only too.
 CPU_DEFAULT_VARIANTS = [name for name in DEFAULT_VARIANTS if name != "static"]
 RESULTS_JSON = "bench.json"
 RESULTS_MARKDOWN = "bench.md"
@@ -91,7 +93,7 @@ def bench_cli(
     batch_size: int = Opt(8, "--batch-size", "-b", help="Prompts per batch"),
     max_new_tokens: int = Opt(64, "--max-new-tokens", help="Most tokens generated per sentence"),
     device: str = Opt("auto", "--device", "-d", help="auto, cpu, cuda or cuda:N"),
-    variants: Optional[str] = Opt(None, "--variants", help=f"Comma-separated ablations of the optimised run ({', '.join(VARIANTS)}), or none; default: {', '.join(DEFAULT_VARIANTS)} (without static on a CPU)"),
+    variants: Optional[str] = Opt(None, "--variants", help=f"Comma-separated ablations of the optimised run ({', '.join(VARIANTS)}), or none; default: {', '.join(DEFAULT_VARIANTS)} (on a CPU without static, and without bf16 unless the CPU has bf16 instructions)"),
     warm_up: bool = Opt(False, "--warm-up", help="Decode each optimised run's longest batch once before timing it (reported apart)"),
 ) -> None:
     """Compare a naive generation loop with the optimised generator and its ablations on the same sentences."""
@@ -129,15 +131,16 @@ def bench(
 ) -> List[BenchRun]:
     """Run the reference loop, the optimised generator and its `variants`; write bench.json and bench.md.
 
-    variants: names in `VARIANTS`, or None for the device's defaults (`DEFAULT_VARIANTS`, on a CPU
-        `CPU_DEFAULT_VARIANTS`).
+    variants: names in `VARIANTS`, or None for the device's defaults (`DEFAULT_VARIANTS`; on a CPU
+        `CPU_DEFAULT_VARIANTS`, bf16 only where the CPU has bf16 instructions).
     warm_up: before timing each optimised run, decode its longest batch once (builds, compiles
     and captures the static decoders); the seconds it took are reported apart.
     """
     labels = check_labels(labels)
     on_cpu = resolve_device(device)[0].type == "cpu"
     if variants is None:
-        variants = CPU_DEFAULT_VARIANTS if on_cpu else DEFAULT_VARIANTS
+        variants = DEFAULT_VARIANTS if not on_cpu else [
+            name for name in CPU_DEFAULT_VARIANTS if name != "bf16" or _cpu_has_bf16_instructions()]
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown:
         raise ValueError(Errors.E404.format(name="variant", value=unknown[0], allowed=list(VARIANTS)))
@@ -179,6 +182,13 @@ def bench(
                         warm_up_seconds=warm_up_seconds, outputs=outputs))
         del generator
     return runs
+
+
+def _cpu_has_bf16_instructions() -> bool:
+    """Whether oneDNN finds bf16 instructions (AVX512-BF16 or AMX) on this CPU."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def read_bench_records(path: Path, limit: int) -> List[Record]:

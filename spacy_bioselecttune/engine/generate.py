@@ -5,7 +5,8 @@ token prefix all prompts share (the instruction) is computed once and reused by 
 Each row stops as soon as its JSON array closes, it writes EOS or its last items only repeat
 earlier ones (`ArrayCloseTracker`). Three decoding loops give
 the same answers: the dynamic loop drops finished rows from the batch; the continuous loop
-(`continuous_decode.py`) fills their places with waiting prompts; the static loop
+(`continuous_decode.py`) fills their places with waiting prompts, and feeds rows draft tokens
+looked up in their prompts for the model to check (`drafting.py`); the static loop
 (`static_decode.py`) keeps fixed shapes so that on CUDA each decode step is one replayed CUDA
 graph, optionally of a torch.compile'd step; its refilling form gives finished rows waiting
 prompts inside the static cache. On one NVIDIA H200 (2,048 BC2GM sentences, batch 512) the static

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from spacy_bioselecttune.cli import app
+from spacy_bioselecttune.cli import app, bench
 from spacy_bioselecttune.cli.bench import RESULTS_JSON, RESULTS_MARKDOWN, read_bench_records
 
 
@@ -32,7 +32,8 @@ def test_read_bench_records_formats(tmp_path, sentences_jsonl, fixture_records):
         read_bench_records(broken, limit=10)
 
 
-def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
+def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "_cpu_has_bf16_instructions", lambda: True)
     out = tmp_path / "bench"
     args = ["bench", str(sentences_jsonl), str(out), "-m", str(tiny_model_dir), "-l", "Disease,Chemical",
             "-b", "2", "--max-new-tokens", "8", "-d", "cpu"]
@@ -66,6 +67,10 @@ def test_bench_cli_writes_results(tiny_model_dir, sentences_jsonl, tmp_path):
     assert result.exit_code != 0 and "E404" in str(result.exception)
     result = CliRunner().invoke(app, args + ["--variants", "none"])
     assert result.exit_code == 0 and len(json.loads((out / RESULTS_JSON).read_text())["runs"]) == 2
+    monkeypatch.setattr(bench, "_cpu_has_bf16_instructions", lambda: False)  # bf16 would be emulated: on request only
+    result = CliRunner().invoke(app, args + ["--limit", "1"])
+    methods = [run["method"] for run in json.loads((out / RESULTS_JSON).read_text())["runs"]]
+    assert result.exit_code == 0 and "optimised, int8" in methods and "optimised, bf16" not in methods
     result = CliRunner().invoke(app, args + ["--variants", "static"])
     static = json.loads((out / RESULTS_JSON).read_text())["runs"][-1]
     assert result.exit_code == 0 and static["method"] == "optimised, static" and static["outputs"] == reference["outputs"]
