@@ -186,8 +186,6 @@ class SlotBatch:
         needed = prefix_length + widths[0]
         if self.size == 0:
             self.length = 0  # nothing to keep: the rows start afresh at the front
-            if self.lookup is not None:
-                self.lookup.bound = 0
         if needed > self.length:
             self._compact(needed)
         starts = width_groups(widths, pass_tokens)

@@ -21,7 +21,8 @@ class PromptLookup:
     """Each row's context tokens in a (rows, length) buffer, and drafts looked up in them.
 
     Rows follow the rows of the batch they serve: `start` fills rows afresh, `append` adds the
-    tokens a step chose, `move` copies rows as the batch moves them.
+    tokens a step chose to the rows in use (the first ones), `move` copies rows as the batch
+    moves them.
     """
 
     def __init__(self, rows: int, device) -> None:
@@ -29,7 +30,7 @@ class PromptLookup:
 
         self.history = torch.zeros((rows, 0), dtype=torch.long, device=device)
         self.lengths = torch.zeros((rows,), dtype=torch.long, device=device)
-        self.bound = 0  # no row's length exceeds this
+        self.bound = 0  # no row in use is longer than this
 
     def start(self, rows: slice, contexts: Sequence[Sequence[int]]) -> None:
         """Give `rows` these contexts (for example prompt and template tokens)."""
@@ -47,7 +48,9 @@ class PromptLookup:
         import torch
 
         rows, width = tokens.shape
-        self._reserve(self.bound + width)
+        if self.bound + width > self.history.shape[1]:
+            self.bound = int(self.lengths[:rows].max())  # rows past `rows` are free
+            self._reserve(self.bound + width)
         offsets = self.lengths[:rows, None] + torch.arange(width, device=tokens.device)
         self.history[:rows].scatter_(1, offsets, tokens)  # past a row's count, slots later writes overwrite
         self.lengths[:rows] += counts
@@ -63,7 +66,7 @@ class PromptLookup:
         of them each row has: the tokens after the latest earlier occurrence of its last token."""
         import torch
 
-        history, lengths = self.history[:rows], self.lengths[:rows]
+        history, lengths = self.history[:rows, : self.bound], self.lengths[:rows]
         columns = torch.arange(history.shape[1], device=history.device)
         last = history.gather(1, (lengths - 1)[:, None])
         matches = (history == last) & (columns < (lengths - 1)[:, None])

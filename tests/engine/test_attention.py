@@ -51,7 +51,8 @@ def test_prompts_and_per_head_masks_take_the_sdpa_path(monkeypatch, query_length
 @pytest.mark.parametrize("decoding", ["dynamic", "static", "continuous"])
 def test_generator_decodes_with_packed_attention_and_the_same_tokens(tiny_model_dir, monkeypatch, decoding):
     prompts = ["Text: alpha beta", "Text: gamma", "Text: delta epsilon zeta eta"]
-    plain = Generator(str(tiny_model_dir), device="cpu", batch_size=2, max_new_tokens=6, decoding=decoding)
+    settings = dict(device="cpu", batch_size=2, max_new_tokens=6, decoding=decoding, draft_tokens=0)  # one query token per step
+    plain = Generator(str(tiny_model_dir), **settings)
     plain.model.set_attn_implementation("sdpa")  # back to transformers' own SDPA attention
     expected = plain.generate_token_ids(prompts)
 
@@ -63,7 +64,7 @@ def test_generator_decodes_with_packed_attention_and_the_same_tokens(tiny_model_
         return original(module, query, *args, **kwargs)
 
     monkeypatch.setattr(attention, "packed_decode_attention", spy)
-    packed = Generator(str(tiny_model_dir), device="cpu", batch_size=2, max_new_tokens=6, decoding=decoding)
+    packed = Generator(str(tiny_model_dir), **settings)
     assert packed.model.config._attn_implementation == PACKED_DECODE_ATTENTION
     assert packed.generate_token_ids(prompts) == expected
     assert 1 in packed_calls

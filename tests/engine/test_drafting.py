@@ -41,3 +41,13 @@ def test_the_draft_template_is_an_answer_of_the_format():
     template = draft_template(["Chemical", "Disease"])
     assert [(m.label, m.name) for m in parse_answer(template, ["Chemical", "Disease"]).mentions] == [
         ("Chemical", "x y"), ("Chemical", "x"), ("Disease", "x y"), ("Disease", "x")]
+
+
+def test_the_buffer_grows_only_for_the_rows_in_use():
+    lookup = PromptLookup(2, "cpu")
+    lookup.start(slice(0, 2), [[1] * (HISTORY_ROUNDING - 4), [2, 3]])
+    lookup.move(torch.tensor([0]), torch.tensor([1]))  # the long row has left; one row is in use
+    for _ in range(2 * HISTORY_ROUNDING):
+        lookup.append(torch.tensor([[3, 2, 3]]), torch.tensor([2]))
+    assert lookup.lengths[0] == 2 + 4 * HISTORY_ROUNDING and lookup.history.shape[1] == 5 * HISTORY_ROUNDING
+    assert _drafts(lookup, 1, 3) == [[3, 2]]  # the latest earlier 2 is followed by 3 and the last 2
