@@ -51,7 +51,7 @@ experiments --output "$OUT/union" --datasets union-full --strategies full --dev-
 step "3. Generation speed"
 until_deadline "$PYTHON" -m spacy_bioselecttune bench corpus/ncbi-disease-test.jsonl "$OUT/bench" \
     --adapter "$OUT/union/union-full/adapter-full" --labels Disease --limit "$BENCH_LIMIT" --batch-size 256 \
-    --max-new-tokens 128 --variants static,no-prefix-cache,unmerged 2>&1 | tee "$OUT/bench.log"
+    --max-new-tokens 128 --variants static,continuous,no-prefix-cache,unmerged 2>&1 | tee "$OUT/bench.log"
 
 step "4. Strategy grid"
 experiments --output "$OUT/grid" --datasets ncbi-disease,bc5cdr,bc2gm --strategies full,hybrid,random 2>&1 | tee "$OUT/grid.log"
