@@ -126,7 +126,7 @@ class SlotBatch:
         self.counts: List[int] = []  # tokens chosen so far per row
         self.length = 0  # slots in use; the next token's states go to this slot
         self.lookup = PromptLookup(rows, device) if drafting else None  # each row's context, for drafts
-        self.drafted = self.accepted = 0  # draft tokens fed and kept, over all steps
+        self.drafted = self.accepted = 0  # draft tokens fed and kept, over all steps (tensors once drafts ran)
 
     @property
     def size(self) -> int:
@@ -165,8 +165,8 @@ class SlotBatch:
             agreed = (fed[:, 1:] == chosen[:, :-1]) & (offsets[:-1] < drafted[:, None])
             counts = agreed.long().cumprod(1).sum(1) + 1
             self.mask[:rows, self.length : self.length + width] = (offsets < counts[:, None]).long()
-            self.drafted += int(drafted.sum())
-            self.accepted += int(counts.sum()) - rows
+            self.drafted = self.drafted + drafted.sum()  # kept on the device: no wait for it
+            self.accepted = self.accepted + counts.sum() - rows
         self.tokens[:rows] = chosen.gather(1, (counts - 1)[:, None])[:, 0]
         self.positions[:rows] += counts
         self.length += width
@@ -331,14 +331,11 @@ def decode_continuous(
             times.prefill_seconds += time.perf_counter() - started
             times.batches += 1
         else:
-            drafted, accepted = batch.drafted, batch.accepted
             tokens, counts = batch.step(min(draft_tokens, pass_tokens // batch.size) if drafting else 0)
             chosen = [row[:count] for row, count in zip(tokens.tolist(), counts.tolist())]
             times.decode_seconds += time.perf_counter() - started
             times.decode_steps += 1
             times.row_steps += batch.size
-            times.drafted_tokens += batch.drafted - drafted
-            times.accepted_tokens += batch.accepted - accepted
         done = []
         for row, tokens in enumerate(chosen, start=first_fresh):
             for token in tokens:
@@ -347,3 +344,5 @@ def decode_continuous(
                     done.append(row)
                     break
         batch.remove(done)
+    times.drafted_tokens += int(batch.drafted)
+    times.accepted_tokens += int(batch.accepted)
