@@ -145,11 +145,10 @@ class SlotBatch:
         import torch
 
         rows = self.size
-        drafts = None
+        width = 1
         if draft_width and self.lookup is not None:
             drafts, drafted = self.lookup.drafts(rows, min(draft_width, SPARE_SLOTS - 1))
-            draft_width = int(drafted.max())
-        width = 1 + (draft_width if drafts is not None else 0)
+            width += int(drafted.max())
         if self.length + width > self.capacity:
             self._compact()
         offsets = torch.arange(width, device=self.mask.device)
