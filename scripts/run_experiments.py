@@ -4,7 +4,10 @@ Runs on the engine alone (torch, transformers, peft; no spaCy), so it needs only
 JSONL that `convert-dataset` writes. For each dataset it scores IFD with the weak model, selects
 each strategy's subset, trains an adapter per subset, generates answers for the evaluation split
 and scores them strictly on character offsets (engine/metrics.py, which agrees with spaCy's
-scorer on token-aligned spans). It writes `results.json` and `results.md` to --output.
+scorer on token-aligned spans). Each adapter's answers and aligned entities go to
+`<output>/<dataset>/predictions.<strategy>.<eval dataset>-<split>.jsonl`; each claim in CLAIMS is
+tested on them with a paired bootstrap over sentences. It writes `results.json`,
+`comparisons.json`, `results.md` and the bar chart `results.png` to --output.
 
     python scripts/run_experiments.py --corpus corpus --output experiments \\
         --datasets ncbi-disease --strategies full,hybrid,random --config configs/train_full.cfg
@@ -19,7 +22,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,10 +35,15 @@ from spacy_bioselecttune.engine.ifd import (  # noqa: E402
     score_examples,
     select_subset,
 )
-from spacy_bioselecttune.engine.metrics import score_records  # noqa: E402
+from spacy_bioselecttune.engine.metrics import paired_bootstrap, score_records  # noqa: E402
+from spacy_bioselecttune.engine.plots import plot_strategy_f1  # noqa: E402
 from spacy_bioselecttune.engine.parser import parse_answer  # noqa: E402
 from spacy_bioselecttune.engine.records import Entity, Record  # noqa: E402
 from spacy_bioselecttune.engine.train import TrainConfig, train_adapter  # noqa: E402
+
+
+# (A, B): "A scores above B" is a claim the method makes; full data and the random control are what selection must beat.
+CLAIMS = (("hybrid", "full"), ("hybrid", "random"), ("ifd", "full"), ("ifd", "random"), ("random", "full"))
 
 
 def gold_record(example: InstructionExample) -> Record:
@@ -44,14 +52,26 @@ def gold_record(example: InstructionExample) -> Record:
     return Record(example.id, example.text, tuple(sorted(Entity(start, end, label) for start, end, label in entities)))
 
 
-def predict_records(generator: Generator, examples: Sequence[InstructionExample]) -> List[Record]:
-    """Generate an answer per example and place the names it gives in the example's text."""
+def predict_records(generator: Generator, examples: Sequence[InstructionExample]) -> Tuple[List[Record], List[str]]:
+    """Generate an answer per example and place the names it gives in the example's text.
+
+    Returns the predicted Records and the raw answers, in the examples' order.
+    """
     raws = generator.generate([example.prompt for example in examples])
     records = []
     for example, raw in zip(examples, raws):
         mentions = parse_answer(raw, example.labels).mentions
         records.append(Record(example.id, example.text, tuple(sorted(align_mentions(example.text, mentions).entities))))
-    return records
+    return records, raws
+
+
+def write_predictions(path: Path, records: Sequence[Record], raws: Sequence[str]) -> None:
+    """One JSON line per example: its id, the model's raw answer and the aligned entities."""
+    lines = (
+        json.dumps({"id": record.id, "answer": raw, "entities": [[e.start, e.end, e.label] for e in record.entities]})
+        for record, raw in zip(records, raws)
+    )
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf8")
 
 
 def read_train_config(path: Path, overrides: Sequence[str]) -> TrainConfig:
@@ -69,6 +89,50 @@ def read_train_config(path: Path, overrides: Sequence[str]) -> TrainConfig:
     return TrainConfig.from_dict(values, source=str(path))
 
 
+def load_evaluations(args: argparse.Namespace, dataset: str) -> Dict[Tuple[str, str], List[InstructionExample]]:
+    """The examples of every (evaluation dataset, split) that the adapters trained on `dataset` are scored on."""
+    return {
+        (name, split): read_instruction_jsonl(args.corpus / f"{name}-{split}.jsonl")[: args.eval_limit or None]
+        for name in (args.eval_datasets or [dataset])
+        for split in args.splits
+    }
+
+
+def predictions_path(out: Path, strategy: str, eval_dataset: str, split: str) -> Path:
+    """Where one adapter's answers on one evaluation split are kept."""
+    return out / f"predictions.{strategy}.{eval_dataset}-{split}.jsonl"
+
+
+def read_predictions(path: Path, examples: Sequence[InstructionExample]) -> List[Record]:
+    """The Records of a predictions file, checked line by line against the examples it answers."""
+    lines = path.read_text(encoding="utf8").splitlines()
+    if len(lines) != len(examples):
+        raise SystemExit(f"{path}: {len(lines)} predictions for {len(examples)} evaluation examples; rerun the strategy.")
+    records = []
+    for number, (line, example) in enumerate(zip(lines, examples), start=1):
+        item = json.loads(line)
+        if item["id"] != example.id:
+            raise SystemExit(f"{path} line {number}: id {item['id']!r}, expected {example.id!r}; rerun the strategy.")
+        records.append(Record(example.id, example.text, tuple(sorted(Entity(s, e, label) for s, e, label in item["entities"]))))
+    return records
+
+
+def compare_strategies(args: argparse.Namespace, dataset: str) -> List[Dict[str, object]]:
+    """Paired bootstrap of F1 for each claim in CLAIMS whose two strategies both have predictions."""
+    out = args.output / dataset
+    comparisons = []
+    for (name, split), evaluation in load_evaluations(args, dataset).items():
+        gold = [gold_record(example) for example in evaluation]
+        for a, b in CLAIMS:
+            path_a, path_b = predictions_path(out, a, name, split), predictions_path(out, b, name, split)
+            if not (path_a.exists() and path_b.exists()):
+                continue
+            result = paired_bootstrap(gold, read_predictions(path_a, evaluation), read_predictions(path_b, evaluation),
+                                      samples=args.bootstrap_samples)
+            comparisons.append({"dataset": dataset, "eval_dataset": name, "split": split, "a": a, "b": b, **result.to_dict()})
+    return comparisons
+
+
 def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row: Callable[[Dict[str, object]], None]) -> None:
     """Score (when a strategy needs IFD), curate, train and evaluate every strategy on one dataset.
 
@@ -79,11 +143,7 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
     out.mkdir(parents=True, exist_ok=True)
     train = read_instruction_jsonl(args.corpus / f"{dataset}-train.jsonl")[: args.train_limit or None]
     dev_path = args.corpus / f"{dataset}-dev.jsonl" if args.dev_loss else None
-    evaluations = {
-        (name, split): read_instruction_jsonl(args.corpus / f"{name}-{split}.jsonl")[: args.eval_limit or None]
-        for name in (args.eval_datasets or [dataset])
-        for split in args.splits
-    }
+    evaluations = load_evaluations(args, dataset)
     golds = {key: [gold_record(example) for example in evaluation] for key, evaluation in evaluations.items()}
 
     ifds: Dict[str, float] = {}
@@ -105,8 +165,9 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         generator.model  # load before timing
         for (name, split), evaluation in evaluations.items():
             start = time.perf_counter()
-            predicted = predict_records(generator, evaluation)
+            predicted, raws = predict_records(generator, evaluation)
             seconds = time.perf_counter() - start
+            write_predictions(predictions_path(out, strategy, name, split), predicted, raws)
             scores = score_records(golds[name, split], predicted)
             on_row(
                 {
@@ -132,7 +193,8 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         del generator
 
 
-def markdown(rows: Sequence[Dict[str, object]]) -> str:
+def markdown(rows: Sequence[Dict[str, object]], comparisons: Sequence[Dict[str, object]] = ()) -> str:
+    """The results table, then the paired comparisons when there are any."""
     lines = [
         "| dataset | strategy | evaluated on | split | train examples | P | R | F1 | train tokens/s | eval sentences/s |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -142,7 +204,27 @@ def markdown(rows: Sequence[Dict[str, object]]) -> str:
             f"| {row['dataset']} | {row['strategy']} | {row['eval_dataset']} | {row['split']} | {row['train_examples']} | {row['p']:.4f} | "
             f"{row['r']:.4f} | {row['f1']:.4f} | {row['train_tokens_per_second']:.0f} | {row['eval_sentences_per_second']:.1f} |"
         )
+    if comparisons:
+        lines += [
+            "",
+            "| dataset | evaluated on | split | A | B | F1 A - F1 B | 95% interval | resamples with A not above B |",
+            "|---|---|---|---|---|---:|---|---:|",
+        ]
+        for c in comparisons:
+            lines.append(
+                f"| {c['dataset']} | {c['eval_dataset']} | {c['split']} | {c['a']} | {c['b']} | {c['delta']:+.4f} | "
+                f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['share_not_better']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def write_results(output: Path, rows: Sequence[Dict[str, object]], comparisons: Sequence[Dict[str, object]]) -> None:
+    """Rewrite results.json, comparisons.json, results.md and the F1 bar chart results.png."""
+    (output / "results.json").write_text(json.dumps(list(rows), indent=2) + "\n", encoding="utf8")
+    (output / "comparisons.json").write_text(json.dumps(list(comparisons), indent=2) + "\n", encoding="utf8")
+    (output / "results.md").write_text(markdown(rows, comparisons), encoding="utf8")
+    if rows:
+        plot_strategy_f1(rows, output / "results.png")
 
 
 def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
@@ -164,6 +246,9 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--train-limit", type=int, default=0, help="Use only the first N training examples (0: all)")
     parser.add_argument("--eval-limit", type=int, default=0, help="Evaluate only the first N sentences (0: all)")
+    parser.add_argument("--bootstrap-samples", type=int, default=1000, help="Resamples per paired comparison")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="Recompute the paired comparisons from an earlier run's predictions in --output; train nothing")
     args = parser.parse_args(list(argv) or None)
     args.datasets = [name for name in args.datasets.split(",") if name]
     args.strategies = [name for name in args.strategies.split(",") if name]
@@ -172,20 +257,26 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     unknown = [name for name in args.splits if name not in ("dev", "test")]
     if unknown:
         parser.error(f"--split: unknown split {unknown[0]!r} (use dev, test)")
-    cfg = read_train_config(args.config, args.overrides)
     args.output.mkdir(parents=True, exist_ok=True)
     rows: List[Dict[str, object]] = []
+    comparisons: List[Dict[str, object]] = []
 
     def record_row(row: Dict[str, object]) -> None:
         """Keep the row and rewrite the results files, so an interrupted grid keeps what it finished."""
         rows.append(row)
         print(json.dumps(row), flush=True)
-        (args.output / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf8")
-        (args.output / "results.md").write_text(markdown(rows), encoding="utf8")
+        write_results(args.output, rows, comparisons)
 
+    if args.compare_only:
+        rows = json.loads((args.output / "results.json").read_text(encoding="utf8"))
+    else:
+        cfg = read_train_config(args.config, args.overrides)
     for dataset in args.datasets:
-        run_dataset(args, dataset, cfg, record_row)
-    print(markdown(rows))
+        if not args.compare_only:
+            run_dataset(args, dataset, cfg, record_row)
+        comparisons += compare_strategies(args, dataset)
+    write_results(args.output, rows, comparisons)
+    print(markdown(rows, comparisons))
     return rows
 
 

@@ -36,6 +36,7 @@ class Errors(metaclass=_CodedMeta):
     E304 = "The pipeline has no component that sets entities (doc.ents) to evaluate; its components are {names}."
     E306 = "'{path}' is not an adapter written by `train`: {missing} missing."
     E305 = "Input '{path}' must be a .txt file (one text per line) or a .jsonl file (objects with a 'text' string)."
+    E307 = "A paired bootstrap needs at least one gold record; none were given."
     E400 = "{path} line {line}: not an instruction example ({problem})."
     E401 = "{path} line {line}: id {id!r} already appeared on line {first}; ids must be unique."
     E402 = "{path} line {line}: not a score line ({problem}); only a truncated last line is repaired, so fix or delete the file."

@@ -6,9 +6,10 @@ is also classified (wrong label, wrong boundary, missed, spurious) for error ana
 """
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Set, Tuple
 
 from ..errors import Errors
 from .records import Entity, Record
@@ -55,15 +56,20 @@ class NerScores:
         }
 
 
-def score_records(gold: Sequence[Record], predicted: Sequence[Record]) -> NerScores:
-    """Strict P/R/F1 of `predicted` against `gold`, paired by position and checked by id and text."""
+def _entity_sets(gold: Sequence[Record], predicted: Sequence[Record]) -> Iterator[Tuple[Set[Entity], Set[Entity]]]:
+    """The gold and predicted entity sets of each record, paired by position and checked by id and text."""
     if len(gold) != len(predicted):
         raise ValueError(Errors.E300.format(gold=len(gold), predicted=len(predicted)))
-    counts: Dict[str, Counter] = {}
     for gold_record, predicted_record in zip(gold, predicted):
         if gold_record.id != predicted_record.id or gold_record.text != predicted_record.text:
             raise ValueError(Errors.E301.format(gold=gold_record.id, predicted=predicted_record.id))
-        gold_set, predicted_set = set(gold_record.entities), set(predicted_record.entities)
+        yield set(gold_record.entities), set(predicted_record.entities)
+
+
+def score_records(gold: Sequence[Record], predicted: Sequence[Record]) -> NerScores:
+    """Strict P/R/F1 of `predicted` against `gold`, paired by position and checked by id and text."""
+    counts: Dict[str, Counter] = {}
+    for gold_set, predicted_set in _entity_sets(gold, predicted):
         for entity in predicted_set:
             counts.setdefault(entity.label, Counter())["tp" if entity in gold_set else "fp"] += 1
         for entity in gold_set - predicted_set:
@@ -75,6 +81,76 @@ def score_records(gold: Sequence[Record], predicted: Sequence[Record]) -> NerSco
         sum(p.fn for p in per_label.values()),
     )
     return NerScores(overall, per_label)
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """Strict F1 of two systems on the same records, and a bootstrap interval of their difference."""
+
+    f1_a: float
+    f1_b: float
+    low: float
+    high: float
+    share_not_better: float
+    samples: int
+    confidence: float
+
+    @property
+    def delta(self) -> float:
+        """F1 of A minus F1 of B on all records."""
+        return self.f1_a - self.f1_b
+
+    def to_dict(self) -> Dict[str, float]:
+        return {
+            "f1_a": self.f1_a,
+            "f1_b": self.f1_b,
+            "delta": self.delta,
+            "low": self.low,
+            "high": self.high,
+            "share_not_better": self.share_not_better,
+            "samples": self.samples,
+            "confidence": self.confidence,
+        }
+
+
+def paired_bootstrap(
+    gold: Sequence[Record],
+    predicted_a: Sequence[Record],
+    predicted_b: Sequence[Record],
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedBootstrap:
+    """Compare two systems' strict F1 by resampling records with replacement (paired bootstrap).
+
+    Each resample draws len(gold) records and scores both systems on the same draw. `low` and
+    `high` bound the middle `confidence` share of the F1 differences (A minus B);
+    `share_not_better` is the share of resamples in which A's F1 is not above B's, a one-sided
+    p-value for "A beats B".
+    """
+    if not gold:
+        raise ValueError(Errors.E307)
+    counts = []
+    for (gold_a, set_a), (_, set_b) in zip(_entity_sets(gold, predicted_a), _entity_sets(gold, predicted_b)):
+        tp_a, tp_b = len(gold_a & set_a), len(gold_a & set_b)
+        counts.append((tp_a, len(set_a) - tp_a, len(gold_a) - tp_a, tp_b, len(set_b) - tp_b, len(gold_a) - tp_b))
+
+    def f1_pair(rows: Sequence[Tuple[int, ...]]) -> Tuple[float, float]:
+        sums = [sum(column) for column in zip(*rows)]
+        return PRF(*sums[:3]).f1, PRF(*sums[3:]).f1
+
+    f1_a, f1_b = f1_pair(counts)
+    rng = random.Random(seed)
+    deltas = []
+    for _ in range(samples):
+        a, b = f1_pair(rng.choices(counts, k=len(counts)))
+        deltas.append(a - b)
+    deltas.sort()
+    tail = (1.0 - confidence) / 2
+    low = deltas[int(tail * samples)]
+    high = deltas[min(samples - 1, int((1.0 - tail) * samples))]
+    share_not_better = sum(delta <= 0 for delta in deltas) / samples
+    return PairedBootstrap(f1_a, f1_b, low, high, share_not_better, samples, confidence)
 
 
 ERROR_KINDS = ("wrong_label", "wrong_boundary", "missed", "spurious")

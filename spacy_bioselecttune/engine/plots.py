@@ -96,3 +96,31 @@ def plot_per_label_f1(metrics: Mapping[str, object], out_path: PathLike, title: 
     ax.set_xlabel("F1")
     ax.set_title(title)
     return _save(fig, out_path)
+
+
+def plot_strategy_f1(rows: Sequence[Mapping[str, object]], out_path: PathLike, title: str = "Strict F1 by training subset") -> Path:
+    """Grouped bars of F1: one group per (training data, evaluation set, split), one bar per strategy.
+
+    rows: mappings with `dataset`, `eval_dataset`, `split`, `strategy` and `f1`, as
+    `scripts/run_experiments.py` writes them.
+    """
+    plt = _pyplot()
+    groups = list(dict.fromkeys((row["dataset"], row["eval_dataset"], row["split"]) for row in rows))
+    strategies = list(dict.fromkeys(row["strategy"] for row in rows))
+    f1 = {(row["dataset"], row["eval_dataset"], row["split"], row["strategy"]): float(row["f1"]) for row in rows}
+    width = 0.8 / max(1, len(strategies))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 + 1.6 * len(groups)), 4))
+    for index, strategy in enumerate(strategies):
+        xs = [g + (index - (len(strategies) - 1) / 2) * width for g in range(len(groups))]
+        scores = [f1.get((*group, strategy), 0.0) for group in groups]
+        bars = ax.bar(xs, scores, width, label=strategy)
+        for bar, score in zip(bars, scores):
+            ax.text(bar.get_x() + bar.get_width() / 2, score + 0.01, f"{score:.3f}", ha="center", fontsize=8)
+    names = [eval_set if eval_set == dataset else f"{dataset} on {eval_set}" for dataset, eval_set, _ in groups]
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{name}\n{split}" for name, (_, _, split) in zip(names, groups)])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("strict entity F1")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, out_path)

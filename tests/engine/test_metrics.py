@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_bioselecttune.engine.metrics import PRF, entity_errors, score_records
+from spacy_bioselecttune.engine.metrics import PRF, entity_errors, paired_bootstrap, score_records
 from spacy_bioselecttune.engine.records import Entity, Record
 
 TEXT = "Aspirin and cisplatin cause renal failure in mice"
@@ -115,3 +115,47 @@ def test_entity_errors_add_up_to_strict_false_negatives_and_positives(gold_choic
     errors = entity_errors(gold, predicted)
     assert sum(e.side == "false_negative" for e in errors) == scores.fn
     assert sum(e.side == "false_positive" for e in errors) == scores.fp
+
+
+def _records(count: int, found: int) -> list:
+    """`count` copies of TEXT with one Disease each; the first `found` keep it, the rest predict nothing."""
+    return [Record(str(i), TEXT, (Entity(28, 41, "Disease"),) if i < found else ()) for i in range(count)]
+
+
+def test_paired_bootstrap_of_a_system_against_itself_finds_no_difference():
+    gold, predicted = _records(20, 20), _records(20, 12)
+    result = paired_bootstrap(gold, predicted, predicted, samples=200)
+    assert result.f1_a == result.f1_b == score_records(gold, predicted).overall.f1
+    assert (result.delta, result.low, result.high, result.share_not_better) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_paired_bootstrap_separates_a_clearly_better_system_and_brackets_its_lead():
+    gold = _records(40, 40)
+    better, worse = _records(40, 36), _records(40, 10)
+    result = paired_bootstrap(gold, better, worse, samples=500, seed=3)
+    assert result.f1_a == pytest.approx(score_records(gold, better).overall.f1)
+    assert result.f1_b == pytest.approx(score_records(gold, worse).overall.f1)
+    assert 0.0 < result.low < result.delta < result.high
+    assert result.share_not_better == 0.0
+    reverse = paired_bootstrap(gold, worse, better, samples=500, seed=3)
+    assert reverse.share_not_better == 1.0 and reverse.high < 0.0
+
+
+def test_paired_bootstrap_is_seeded_and_its_interval_widens_with_fewer_records():
+    gold, a, b = _records(10, 10), _records(10, 7), _records(10, 5)
+    assert paired_bootstrap(gold, a, b, seed=1) == paired_bootstrap(gold, a, b, seed=1)
+    small = paired_bootstrap(gold, a, b, samples=400)
+    large = paired_bootstrap(gold * 10, a * 10, b * 10, samples=400)
+    assert small.delta == pytest.approx(large.delta)
+    assert large.high - large.low < small.high - small.low
+
+
+def test_paired_bootstrap_rejects_no_records_and_mismatched_predictions():
+    with pytest.raises(ValueError, match="at least one gold record"):
+        paired_bootstrap([], [], [])
+    gold = _records(3, 3)
+    shuffled = list(reversed(_records(3, 1)))
+    with pytest.raises(ValueError, match="ids and texts must match"):
+        paired_bootstrap(gold, gold, shuffled)
+    with pytest.raises(ValueError, match="counts must match"):
+        paired_bootstrap(gold, gold, gold[:2])

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from spacy_bioselecttune.cli.convert import instruction_line
 from spacy_bioselecttune.engine.records import Record
 
@@ -40,6 +42,39 @@ def test_run_experiments_trains_and_scores_each_strategy_without_spacy(tmp_path,
     assert settings["train_config"]["learning_rate"] == 0.01 and settings["summary"]["steps"] == 2
     assert len((out / "tiny" / "train.scores.jsonl").read_text().splitlines()) == len(train)
     assert "| tiny | hybrid | tiny | dev |" in (out / "results.md").read_text()
+    for strategy in ("full", "hybrid", "random"):
+        answers = [json.loads(line) for line in (out / "tiny" / f"predictions.{strategy}.tiny-dev.jsonl").read_text().splitlines()]
+        assert [item["id"] for item in answers] == [r.id for r in fixture_records]
+        assert all(isinstance(item["answer"], str) for item in answers)
+    comparisons = json.loads((out / "comparisons.json").read_text())
+    assert [(c["a"], c["b"]) for c in comparisons] == [("hybrid", "full"), ("hybrid", "random"), ("random", "full")]
+    by_strategy = {row["strategy"]: row["f1"] for row in rows}
+    assert all(c["f1_a"] == pytest.approx(by_strategy[c["a"]]) and c["f1_b"] == pytest.approx(by_strategy[c["b"]]) for c in comparisons)
+    assert all(c["low"] <= c["high"] and 0.0 <= c["share_not_better"] <= 1.0 for c in comparisons)
+    assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
+
+    (out / "comparisons.json").unlink()
+    again = subprocess.run(command + ["--compare-only"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "comparisons.json").read_text()) == comparisons
+    assert json.loads((out / "results.json").read_text()) == rows
+
+
+def test_compare_only_names_the_predictions_file_that_does_not_fit(tmp_path, fixture_records):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "tiny-test.jsonl").write_text("".join(instruction_line(r, ["Disease"]) + "\n" for r in fixture_records))
+    out = tmp_path / "out"
+    (out / "tiny").mkdir(parents=True)
+    (out / "results.json").write_text("[]")
+    lines = [json.dumps({"id": r.id, "answer": "[]", "entities": []}) for r in fixture_records]
+    (out / "tiny" / "predictions.full.tiny-test.jsonl").write_text("\n".join(lines) + "\n")
+    (out / "tiny" / "predictions.hybrid.tiny-test.jsonl").write_text("\n".join(reversed(lines)) + "\n")
+    command = [sys.executable, str(SCRIPT), "--corpus", str(corpus), "--output", str(out), "--datasets", "tiny",
+               "--split", "test", "--compare-only"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"predictions.hybrid.tiny-test.jsonl line 1: id {fixture_records[-1].id!r}, expected {fixture_records[0].id!r}" in result.stderr
 
 
 def test_one_adapter_is_evaluated_on_each_named_dataset_and_split_without_scoring(tmp_path, fixture_records, tiny_model_dir):
