@@ -155,7 +155,7 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         ifds = {key: score.ifd for key, score in read_scores(scores_path).items()}
 
     for strategy in args.strategies:
-        kept = set(select_subset(strategy, train, ifds, ratio=args.ratio, seed=cfg.seed).kept_ids)
+        kept = set(select_subset(strategy, train, ifds, args.ratio, args.negatives_ratio, cfg.seed).kept_ids)
         subset_path = out / f"train.{strategy}.jsonl"
         subset_path.write_text("".join(e.line + "\n" for e in train if e.id in kept), encoding="utf8")
         adapter_dir = out / f"adapter-{strategy}"
@@ -176,6 +176,7 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
                     "eval_dataset": name,
                     "split": split,
                     "train_examples": len(kept),
+                    "negatives_ratio": args.negatives_ratio,
                     "p": scores.overall.precision,
                     "r": scores.overall.recall,
                     "f1": scores.overall.f1,
@@ -239,7 +240,8 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     parser.add_argument("--eval-datasets", default="", help="Evaluate on these datasets' splits (default: the training dataset)")
     parser.add_argument("--dev-loss", action="store_true", help="Report the loss on <dataset>-dev.jsonl after each epoch")
     parser.add_argument("--weak-model", default="smollm2-135m")
-    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--ratio", type=float, default=0.5, help="Share of the positives that hybrid and random keep")
+    parser.add_argument("--negatives-ratio", type=float, default=1.0, help="Share of the negatives that hybrid and random keep")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--score-batch-size", type=int, default=64)
     parser.add_argument("--generate-batch-size", type=int, default=64)

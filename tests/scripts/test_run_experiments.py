@@ -60,6 +60,28 @@ def test_run_experiments_trains_and_scores_each_strategy_without_spacy(tmp_path,
     assert json.loads((out / "results.json").read_text()) == rows
 
 
+def test_the_negatives_ratio_thins_the_negatives_of_hybrid_and_random_alike(tmp_path, fixture_records, tiny_model_dir):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    negatives = [Record(f"negative-{i}", f"Nothing to see here, number {i}.", ()) for i in range(8)]
+    train = list(fixture_records) + negatives
+    (corpus / "tiny-train.jsonl").write_text("".join(instruction_line(r, ["Disease", "Chemical"]) + "\n" for r in train))
+    (corpus / "tiny-dev.jsonl").write_text("".join(instruction_line(r, ["Disease", "Chemical"]) + "\n" for r in fixture_records))
+    config = tmp_path / "train.cfg"
+    config.write_text(f'[train]\nbase_model = "{tiny_model_dir}"\nmax_steps = 1\nbatch_size = 4\nlora_r = 4\ncheckpoint_every = 0\n')
+    out = tmp_path / "out"
+    command = [sys.executable, str(SCRIPT), "--corpus", str(corpus), "--output", str(out), "--datasets", "tiny",
+               "--strategies", "hybrid,random", "--negatives-ratio", "0.25", "--config", str(config),
+               "--weak-model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "4", "--score-batch-size", "4"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())
+    for row in rows:
+        kept = [json.loads(line) for line in (out / "tiny" / f"train.{row['strategy']}.jsonl").read_text().splitlines()]
+        assert sum(not item["positive"] for item in kept) == 2 and row["negatives_ratio"] == 0.25
+        assert row["train_examples"] == len(kept)
+
+
 def test_compare_only_names_the_predictions_file_that_does_not_fit(tmp_path, fixture_records):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
