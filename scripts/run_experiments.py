@@ -123,12 +123,12 @@ def compare_strategies(args: argparse.Namespace, dataset: str) -> List[Dict[str,
     comparisons = []
     for (name, split), evaluation in load_evaluations(args, dataset).items():
         gold = [gold_record(example) for example in evaluation]
+        paths = {strategy: predictions_path(out, strategy, name, split) for claim in CLAIMS for strategy in claim}
+        predicted = {strategy: read_predictions(path, evaluation) for strategy, path in paths.items() if path.exists()}
         for a, b in CLAIMS:
-            path_a, path_b = predictions_path(out, a, name, split), predictions_path(out, b, name, split)
-            if not (path_a.exists() and path_b.exists()):
+            if a not in predicted or b not in predicted:
                 continue
-            result = paired_bootstrap(gold, read_predictions(path_a, evaluation), read_predictions(path_b, evaluation),
-                                      samples=args.bootstrap_samples)
+            result = paired_bootstrap(gold, predicted[a], predicted[b], samples=args.bootstrap_samples)
             comparisons.append({"dataset": dataset, "eval_dataset": name, "split": split, "a": a, "b": b, **result.to_dict()})
     return comparisons
 

@@ -130,6 +130,10 @@ def paired_bootstrap(
     """
     if not gold:
         raise ValueError(Errors.E307)
+    if samples < 1:
+        raise ValueError(Errors.E010.format(name="samples", value=samples, reason="at least one resample"))
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(Errors.E010.format(name="confidence", value=confidence, reason="a share between 0 and 1"))
     counts = []
     for (gold_a, set_a), (_, set_b) in zip(_entity_sets(gold, predicted_a), _entity_sets(gold, predicted_b)):
         tp_a, tp_b = len(gold_a & set_a), len(gold_a & set_b)

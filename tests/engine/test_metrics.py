@@ -159,3 +159,7 @@ def test_paired_bootstrap_rejects_no_records_and_mismatched_predictions():
         paired_bootstrap(gold, gold, shuffled)
     with pytest.raises(ValueError, match="counts must match"):
         paired_bootstrap(gold, gold, gold[:2])
+    with pytest.raises(ValueError, match="samples"):
+        paired_bootstrap(gold, gold, gold, samples=0)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_bootstrap(gold, gold, gold, confidence=1.0)
