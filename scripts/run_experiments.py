@@ -6,8 +6,9 @@ each strategy's subset, trains an adapter per subset, generates answers for the 
 and scores them strictly on character offsets (engine/metrics.py, which agrees with spaCy's
 scorer on token-aligned spans). Each adapter's answers and aligned entities go to
 `<output>/<dataset>/predictions.<strategy>.<eval dataset>-<split>.jsonl`; each claim in CLAIMS is
-tested on them with a paired bootstrap over sentences. It writes `results.json`,
-`comparisons.json`, `results.md` and the bar chart `results.png` to --output.
+tested on them, on all labels and on each label alone, with a paired bootstrap over sentences.
+It writes `results.json`, `comparisons.json`, `results.md` and the bar chart `results.png` to
+--output.
 
     python scripts/run_experiments.py --corpus corpus --output experiments \\
         --datasets ncbi-disease --strategies full,hybrid,random --config configs/train_full.cfg
@@ -118,18 +119,26 @@ def read_predictions(path: Path, examples: Sequence[InstructionExample]) -> List
 
 
 def compare_strategies(args: argparse.Namespace, dataset: str) -> List[Dict[str, object]]:
-    """Paired bootstrap of F1 for each claim in CLAIMS whose two strategies both have predictions."""
+    """Paired bootstrap of F1 for each claim in CLAIMS whose two strategies both have predictions.
+
+    Each claim is tested on all labels together ("all"), and on each label alone when the
+    evaluation has gold entities of more than one.
+    """
     out = args.output / dataset
     comparisons = []
     for (name, split), evaluation in load_evaluations(args, dataset).items():
         gold = [gold_record(example) for example in evaluation]
+        labels = sorted({entity.label for record in gold for entity in record.entities})
         paths = {strategy: predictions_path(out, strategy, name, split) for claim in CLAIMS for strategy in claim}
         predicted = {strategy: read_predictions(path, evaluation) for strategy, path in paths.items() if path.exists()}
         for a, b in CLAIMS:
             if a not in predicted or b not in predicted:
                 continue
-            result = paired_bootstrap(gold, predicted[a], predicted[b], samples=args.bootstrap_samples)
-            comparisons.append({"dataset": dataset, "eval_dataset": name, "split": split, "a": a, "b": b, **result.to_dict()})
+            for label in [None] + (labels if len(labels) > 1 else []):
+                result = paired_bootstrap(gold, predicted[a], predicted[b], samples=args.bootstrap_samples, label=label)
+                comparisons.append(
+                    {"dataset": dataset, "eval_dataset": name, "split": split, "label": label or "all", "a": a, "b": b, **result.to_dict()}
+                )
     return comparisons
 
 
@@ -205,15 +214,23 @@ def markdown(rows: Sequence[Dict[str, object]], comparisons: Sequence[Dict[str, 
             f"| {row['dataset']} | {row['strategy']} | {row['eval_dataset']} | {row['split']} | {row['train_examples']} | {row['p']:.4f} | "
             f"{row['r']:.4f} | {row['f1']:.4f} | {row['train_tokens_per_second']:.0f} | {row['eval_sentences_per_second']:.1f} |"
         )
+    if any(len(row["per_label"]) > 1 for row in rows):
+        lines += ["", "| dataset | strategy | evaluated on | split | label | P | R | F1 |", "|---|---|---|---|---|---:|---:|---:|"]
+        for row in rows:
+            for label, prf in sorted(row["per_label"].items()):
+                lines.append(
+                    f"| {row['dataset']} | {row['strategy']} | {row['eval_dataset']} | {row['split']} | {label} | "
+                    f"{prf['p']:.4f} | {prf['r']:.4f} | {prf['f']:.4f} |"
+                )
     if comparisons:
         lines += [
             "",
-            "| dataset | evaluated on | split | A | B | F1 A - F1 B | 95% interval | resamples with A not above B |",
-            "|---|---|---|---|---|---:|---|---:|",
+            "| dataset | evaluated on | split | label | A | B | F1 A - F1 B | 95% interval | resamples with A not above B |",
+            "|---|---|---|---|---|---|---:|---|---:|",
         ]
         for c in comparisons:
             lines.append(
-                f"| {c['dataset']} | {c['eval_dataset']} | {c['split']} | {c['a']} | {c['b']} | {c['delta']:+.4f} | "
+                f"| {c['dataset']} | {c['eval_dataset']} | {c['split']} | {c['label']} | {c['a']} | {c['b']} | {c['delta']:+.4f} | "
                 f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['share_not_better']:.3f} |"
             )
     return "\n".join(lines) + "\n"

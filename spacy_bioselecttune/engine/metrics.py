@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..errors import Errors
 from .records import Entity, Record
@@ -56,14 +56,20 @@ class NerScores:
         }
 
 
-def _entity_sets(gold: Sequence[Record], predicted: Sequence[Record]) -> Iterator[Tuple[Set[Entity], Set[Entity]]]:
-    """The gold and predicted entity sets of each record, paired by position and checked by id and text."""
+def _entity_sets(
+    gold: Sequence[Record], predicted: Sequence[Record], label: Optional[str] = None
+) -> Iterator[Tuple[Set[Entity], Set[Entity]]]:
+    """The gold and predicted entity sets of each record (only `label`'s when given), paired by
+    position and checked by id and text."""
     if len(gold) != len(predicted):
         raise ValueError(Errors.E300.format(gold=len(gold), predicted=len(predicted)))
     for gold_record, predicted_record in zip(gold, predicted):
         if gold_record.id != predicted_record.id or gold_record.text != predicted_record.text:
             raise ValueError(Errors.E301.format(gold=gold_record.id, predicted=predicted_record.id))
-        yield set(gold_record.entities), set(predicted_record.entities)
+        yield (
+            {e for e in gold_record.entities if label in (None, e.label)},
+            {e for e in predicted_record.entities if label in (None, e.label)},
+        )
 
 
 def score_records(gold: Sequence[Record], predicted: Sequence[Record]) -> NerScores:
@@ -120,13 +126,14 @@ def paired_bootstrap(
     samples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    label: Optional[str] = None,
 ) -> PairedBootstrap:
     """Compare two systems' strict F1 by resampling records with replacement (paired bootstrap).
 
     Each resample draws len(gold) records and scores both systems on the same draw. `low` and
     `high` bound the middle `confidence` share of the F1 differences (A minus B);
     `share_not_better` is the share of resamples in which A's F1 is not above B's, a one-sided
-    p-value for "A beats B".
+    p-value for "A beats B". With `label`, both systems are scored on that label's entities only.
     """
     if not gold:
         raise ValueError(Errors.E307)
@@ -135,7 +142,8 @@ def paired_bootstrap(
     if not 0.0 < confidence < 1.0:
         raise ValueError(Errors.E010.format(name="confidence", value=confidence, reason="a share between 0 and 1"))
     counts = []
-    for (gold_a, set_a), (_, set_b) in zip(_entity_sets(gold, predicted_a), _entity_sets(gold, predicted_b)):
+    pairs = zip(_entity_sets(gold, predicted_a, label), _entity_sets(gold, predicted_b, label))
+    for (gold_a, set_a), (_, set_b) in pairs:
         tp_a, tp_b = len(gold_a & set_a), len(gold_a & set_b)
         counts.append((tp_a, len(set_a) - tp_a, len(gold_a) - tp_a, tp_b, len(set_b) - tp_b, len(gold_a) - tp_b))
 

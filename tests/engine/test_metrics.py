@@ -163,3 +163,15 @@ def test_paired_bootstrap_rejects_no_records_and_mismatched_predictions():
         paired_bootstrap(gold, gold, gold, samples=0)
     with pytest.raises(ValueError, match="confidence"):
         paired_bootstrap(gold, gold, gold, confidence=1.0)
+
+
+def test_paired_bootstrap_of_one_label_scores_that_label_alone():
+    chemical = Entity(0, 7, "Chemical")
+    gold = [Record(str(i), "Aspirin reduced the risk of colorectal cancer.", (chemical, Entity(28, 45, "Disease"))) for i in range(8)]
+    only_chemicals = [Record(r.id, r.text, (chemical,)) for r in gold]
+    on_chemicals = paired_bootstrap(gold, gold, only_chemicals, samples=100, label="Chemical")
+    assert on_chemicals.f1_a == on_chemicals.f1_b == 1.0 and on_chemicals.share_not_better == 1.0
+    on_diseases = paired_bootstrap(gold, gold, only_chemicals, samples=100, label="Disease")
+    assert (on_diseases.f1_a, on_diseases.f1_b, on_diseases.share_not_better) == (1.0, 0.0, 0.0)
+    overall = paired_bootstrap(gold, gold, only_chemicals, samples=100)
+    assert overall.f1_b == pytest.approx(score_records(gold, only_chemicals).overall.f1)

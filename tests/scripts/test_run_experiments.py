@@ -47,9 +47,15 @@ def test_run_experiments_trains_and_scores_each_strategy_without_spacy(tmp_path,
         assert [item["id"] for item in answers] == [r.id for r in fixture_records]
         assert all(isinstance(item["answer"], str) for item in answers)
     comparisons = json.loads((out / "comparisons.json").read_text())
-    assert [(c["a"], c["b"]) for c in comparisons] == [("hybrid", "full"), ("hybrid", "random"), ("random", "full")]
-    by_strategy = {row["strategy"]: row["f1"] for row in rows}
-    assert all(c["f1_a"] == pytest.approx(by_strategy[c["a"]]) and c["f1_b"] == pytest.approx(by_strategy[c["b"]]) for c in comparisons)
+    claims = [("hybrid", "full"), ("hybrid", "random"), ("random", "full")]
+    assert [(c["a"], c["b"], c["label"]) for c in comparisons] == [
+        (a, b, label) for a, b in claims for label in ("all", "Chemical", "Disease")
+    ]
+    f1s = {(row["strategy"], "all"): row["f1"] for row in rows}
+    f1s.update({(row["strategy"], label): prf["f"] for row in rows for label, prf in row["per_label"].items()})
+    assert all(c["f1_a"] == pytest.approx(f1s.get((c["a"], c["label"]), 0.0)) for c in comparisons)
+    assert all(c["f1_b"] == pytest.approx(f1s.get((c["b"], c["label"]), 0.0)) for c in comparisons)
+    assert "| tiny | full | tiny | dev | Disease |" in (out / "results.md").read_text()
     assert all(c["low"] <= c["high"] and 0.0 <= c["share_not_better"] <= 1.0 for c in comparisons)
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
 
