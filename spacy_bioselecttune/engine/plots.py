@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, Path]
 
@@ -98,16 +98,30 @@ def plot_per_label_f1(metrics: Mapping[str, object], out_path: PathLike, title: 
     return _save(fig, out_path)
 
 
-def plot_strategy_f1(rows: Sequence[Mapping[str, object]], out_path: PathLike, title: str = "Strict F1 by training subset") -> Path:
-    """Grouped bars of F1: one group per (training data, evaluation set, split), one bar per strategy.
+def strategy_f1_bars(rows: Sequence[Mapping[str, object]]) -> Dict[Tuple[str, str, str, str, str], float]:
+    """F1 keyed by (dataset, evaluation set, split, label, strategy); label "" is all labels
+    together, and each label gets its own key only when a row has several."""
+    f1 = {}
+    for row in rows:
+        group = (row["dataset"], row["eval_dataset"], row["split"])
+        f1[(*group, "", row["strategy"])] = float(row["f1"])
+        per_label = row.get("per_label") or {}
+        if len(per_label) > 1:
+            f1.update({(*group, label, row["strategy"]): float(prf["f"]) for label, prf in sorted(per_label.items())})
+    return f1
 
-    rows: mappings with `dataset`, `eval_dataset`, `split`, `strategy` and `f1`, as
-    `scripts/run_experiments.py` writes them.
+
+def plot_strategy_f1(rows: Sequence[Mapping[str, object]], out_path: PathLike, title: str = "Strict F1 by training subset") -> Path:
+    """Grouped bars of F1: one group per (training data, evaluation set, split), and one more per
+    label when the evaluation has several; one bar per strategy.
+
+    rows: mappings with `dataset`, `eval_dataset`, `split`, `strategy`, `f1` and `per_label`
+    (label -> {"f": ...}), as `scripts/run_experiments.py` writes them.
     """
     plt = _pyplot()
-    groups = list(dict.fromkeys((row["dataset"], row["eval_dataset"], row["split"]) for row in rows))
+    f1 = strategy_f1_bars(rows)
+    groups = list(dict.fromkeys(key[:4] for key in f1))
     strategies = list(dict.fromkeys(row["strategy"] for row in rows))
-    f1 = {(row["dataset"], row["eval_dataset"], row["split"], row["strategy"]): float(row["f1"]) for row in rows}
     width = 0.8 / max(1, len(strategies))
     fig, ax = plt.subplots(figsize=(max(5, 1.2 + 1.6 * len(groups)), 4))
     for index, strategy in enumerate(strategies):
@@ -116,9 +130,9 @@ def plot_strategy_f1(rows: Sequence[Mapping[str, object]], out_path: PathLike, t
         bars = ax.bar(xs, scores, width, label=strategy)
         for bar, score in zip(bars, scores):
             ax.text(bar.get_x() + bar.get_width() / 2, score + 0.01, f"{score:.3f}", ha="center", fontsize=8)
-    names = [eval_set if eval_set == dataset else f"{dataset} on {eval_set}" for dataset, eval_set, _ in groups]
+    names = [eval_set if eval_set == dataset else f"{dataset} on {eval_set}" for dataset, eval_set, _, _ in groups]
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{name}\n{split}" for name, (_, _, split) in zip(names, groups)])
+    ax.set_xticklabels([f"{name}\n{split} {label or 'all labels'}" for name, (_, _, split, label) in zip(names, groups)])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("strict entity F1")
     ax.set_title(title)
