@@ -170,7 +170,9 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         adapter_dir = out / f"adapter-{strategy}"
         summary = train_adapter(cfg, subset_path, adapter_dir, dev_path, device=args.device, show_progress=True)
 
-        generator = Generator(cfg.base_model, str(adapter_dir), args.device, args.generate_batch_size, args.max_new_tokens)
+        generator = Generator(
+            cfg.base_model, str(adapter_dir), args.device, args.generate_batch_size, args.max_new_tokens, show_progress=True
+        )
         generator.model  # load before timing
         for (name, split), evaluation in evaluations.items():
             start = time.perf_counter()
