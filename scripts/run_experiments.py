@@ -35,6 +35,7 @@ from spacy_bioselecttune.engine.ifd import (  # noqa: E402
     read_scores,
     score_examples,
     select_subset,
+    write_curation_report,
 )
 from spacy_bioselecttune.engine.metrics import paired_bootstrap, score_records  # noqa: E402
 from spacy_bioselecttune.engine.plots import plot_strategy_f1  # noqa: E402
@@ -51,6 +52,15 @@ def gold_record(example: InstructionExample) -> Record:
     """The gold Record of an instruction example, from its `entities` column."""
     entities = json.loads(example.line).get("entities", [])
     return Record(example.id, example.text, tuple(sorted(Entity(start, end, label) for start, end, label in entities)))
+
+
+def silent_on_positives(gold: Sequence[Record], predicted: Sequence[Record]) -> Dict[str, int]:
+    """How many gold sentences have entities, and on how many of them the adapter found none."""
+    positives = [index for index, record in enumerate(gold) if record.entities]
+    return {
+        "positive_sentences": len(positives),
+        "silent_on_positive": sum(1 for index in positives if not predicted[index].entities),
+    }
 
 
 def predict_records(generator: Generator, examples: Sequence[InstructionExample]) -> Tuple[List[Record], List[str]]:
@@ -118,19 +128,24 @@ def read_predictions(path: Path, examples: Sequence[InstructionExample]) -> List
     return records
 
 
-def compare_strategies(args: argparse.Namespace, dataset: str) -> List[Dict[str, object]]:
+def compare_strategies(args: argparse.Namespace, dataset: str, rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
     """Paired bootstrap of F1 for each claim in CLAIMS whose two strategies both have predictions.
 
     Each claim is tested on all labels together ("all"), and on each label alone when the
-    evaluation has gold entities of more than one.
+    evaluation has gold entities of more than one. The rows of this dataset get their
+    silent-on-positive counts from the same predictions.
     """
     out = args.output / dataset
     comparisons = []
     for (name, split), evaluation in load_evaluations(args, dataset).items():
         gold = [gold_record(example) for example in evaluation]
         labels = sorted({entity.label for record in gold for entity in record.entities})
-        paths = {strategy: predictions_path(out, strategy, name, split) for claim in CLAIMS for strategy in claim}
+        strategies = {strategy for claim in CLAIMS for strategy in claim} | {row["strategy"] for row in rows}
+        paths = {strategy: predictions_path(out, strategy, name, split) for strategy in strategies}
         predicted = {strategy: read_predictions(path, evaluation) for strategy, path in paths.items() if path.exists()}
+        for row in rows:
+            if (row["dataset"], row["eval_dataset"], row["split"]) == (dataset, name, split) and row["strategy"] in predicted:
+                row.update(silent_on_positives(gold, predicted[row["strategy"]]))
         for a, b in CLAIMS:
             if a not in predicted or b not in predicted:
                 continue
@@ -164,7 +179,11 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         ifds = {key: score.ifd for key, score in read_scores(scores_path).items()}
 
     for strategy in args.strategies:
-        kept = set(select_subset(strategy, train, ifds, args.ratio, args.negatives_ratio, cfg.seed).kept_ids)
+        selection = select_subset(strategy, train, ifds, args.ratio, args.negatives_ratio, cfg.seed)
+        kept = set(selection.kept_ids)
+        if ifds:
+            settings = {"strategy": strategy, "ratio": args.ratio, "negatives_ratio": args.negatives_ratio, "seed": cfg.seed}
+            write_curation_report(out / f"curation-{strategy}", train, ifds, selection, settings)
         subset_path = out / f"train.{strategy}.jsonl"
         subset_path.write_text("".join(e.line + "\n" for e in train if e.id in kept), encoding="utf8")
         adapter_dir = out / f"adapter-{strategy}"
@@ -192,6 +211,7 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
                     "r": scores.overall.recall,
                     "f1": scores.overall.f1,
                     "per_label": scores.to_dict()["ents_per_type"],
+                    **silent_on_positives(golds[name, split], predicted),
                     "train_tokens": summary.tokens,
                     "train_tokens_per_second": summary.tokens_per_second,
                     "train_seconds": summary.seconds,
@@ -208,13 +228,14 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
 def markdown(rows: Sequence[Dict[str, object]], comparisons: Sequence[Dict[str, object]] = ()) -> str:
     """The results table, then the paired comparisons when there are any."""
     lines = [
-        "| dataset | strategy | evaluated on | split | train examples | P | R | F1 | train tokens/s | eval sentences/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | strategy | evaluated on | split | train examples | P | R | F1 | no entity on positive sentences | train tokens/s | eval sentences/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        silent = f"{row['silent_on_positive']} of {row['positive_sentences']}" if "silent_on_positive" in row else "–"
         lines.append(
             f"| {row['dataset']} | {row['strategy']} | {row['eval_dataset']} | {row['split']} | {row['train_examples']} | {row['p']:.4f} | "
-            f"{row['r']:.4f} | {row['f1']:.4f} | {row['train_tokens_per_second']:.0f} | {row['eval_sentences_per_second']:.1f} |"
+            f"{row['r']:.4f} | {row['f1']:.4f} | {silent} | {row['train_tokens_per_second']:.0f} | {row['eval_sentences_per_second']:.1f} |"
         )
     if any(len(row["per_label"]) > 1 for row in rows):
         lines += ["", "| dataset | strategy | evaluated on | split | label | P | R | F1 |", "|---|---|---|---|---|---:|---:|---:|"]
@@ -295,7 +316,7 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     for dataset in args.datasets:
         if not args.compare_only:
             run_dataset(args, dataset, cfg, record_row)
-        comparisons += compare_strategies(args, dataset)
+        comparisons += compare_strategies(args, dataset, rows)
     write_results(args.output, rows, comparisons)
     print(markdown(rows, comparisons))
     return rows

@@ -1,7 +1,6 @@
 """`curate`: select a training subset from IFD scores and write it with a report."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -11,14 +10,11 @@ from ..engine.ifd import (
     METRICS,
     STRATEGIES,
     Selection,
-    curation_report,
-    ifd_series,
     read_instruction_jsonl,
     read_scores,
-    report_markdown,
     select_subset,
+    write_curation_report,
 )
-from ..engine.plots import plot_ifd_histogram
 from ..errors import Errors, Warnings, warn
 from . import Arg, Opt, app
 
@@ -98,12 +94,8 @@ def curate(
             if example.id in kept:
                 out.write(example.line + "\n")
     if report_dir is not None:
-        report_dir.mkdir(parents=True, exist_ok=True)
         settings = {"input": str(input_path), "scores": str(scores_path), "strategy": strategy, "ratio": ratio,
                     "negatives_ratio": negatives_ratio, "seed": seed, "metric": metric}
-        report = curation_report(examples, ifds, selection, settings)
-        histogram = plot_ifd_histogram(ifd_series(examples, ifds, selection), report_dir / "ifd_histogram.png")
-        report["histogram"] = histogram.name
-        (report_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
-        (report_dir / "report.md").write_text(report_markdown(report, histogram.name), encoding="utf8")
+        write_curation_report(report_dir, examples, ifds, selection, settings)
     return selection
+

@@ -34,6 +34,7 @@ from .answer_format import EMPTY_ANSWER
 from .encoding import encode_examples
 from .loading import attention_kernels, load_model
 from .logprobs import answer_token_losses, collate, prefix_cache, shared_prompt_prefix
+from .parser import parse_answer
 
 PathLike = Union[str, Path]
 METRICS = ("loss_ratio", "ppl_ratio")
@@ -489,6 +490,28 @@ def ifd_series(
     return series
 
 
+def _mean(values: Sequence[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def subset_profile(examples: Sequence[InstructionExample], selection: Selection) -> Dict[str, Dict[str, object]]:
+    """Per group ("kept positives", "dropped negatives", ...): its size, names in the gold answers
+    (in all and per example) and characters of text per example: what the selection favours."""
+    kept = set(selection.kept_ids)
+    profile: Dict[str, Dict[str, object]] = {}
+    for status in ("kept", "dropped"):
+        for name in CLASSES:
+            group = [e for e in examples if e.positive == (name == "positive") and (e.id in kept) == (status == "kept")]
+            names = [len(parse_answer(e.answer, e.labels).mentions) for e in group]
+            profile[f"{status} {name}s"] = {
+                "count": len(group),
+                "names": sum(names),
+                "names_per_example": _mean(names),
+                "characters_per_example": _mean([len(e.text) for e in group]),
+            }
+    return profile
+
+
 def curation_report(
     examples: Sequence[InstructionExample],
     ifds: Mapping[str, Optional[float]],
@@ -496,7 +519,7 @@ def curation_report(
     settings: Mapping[str, object],
     show: int = 5,
 ) -> Dict[str, object]:
-    """Counts per class, IFD summaries of kept vs dropped, and the extreme kept examples."""
+    """Counts per class, IFD summaries and profiles of kept vs dropped, and the extreme kept examples."""
     by_id = {example.id: example for example in examples}
     scored_kept = sorted(
         (i for i in selection.kept_ids if ifds[i] is not None), key=lambda i: (-ifds[i], i)
@@ -514,6 +537,7 @@ def curation_report(
         "kept": len(selection.kept_ids),
         "counts": {name: counts.to_dict() for name, counts in selection.counts.items()},
         "ifd": {name: _summary(values) for name, values in ifd_series(examples, ifds, selection).items()},
+        "profile": subset_profile(examples, selection),
         "highest_kept": [describe(i) for i in scored_kept[:show]],
         "lowest_kept": [describe(i) for i in reversed(scored_kept[-show:])] if scored_kept else [],
     }
@@ -545,6 +569,10 @@ def report_markdown(report: Mapping[str, object], histogram: Optional[str] = Non
     for name, s in report["ifd"].items():
         row = [name, s["count"], s["min"], s["median"], s["mean"], s["max"]]
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    lines += ["", "| group | count | names in answers | names per example | characters per example |", "|---|---|---|---|---|"]
+    for name, p in report["profile"].items():
+        row = [name, p["count"], p["names"], p["names_per_example"], p["characters_per_example"]]
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     if histogram:
         lines += ["", f"![IFD of kept and dropped examples]({histogram})"]
     for key, title in (("highest_kept", "Kept examples with the highest IFD"), ("lowest_kept", "Kept examples with the lowest IFD")):
@@ -552,3 +580,23 @@ def report_markdown(report: Mapping[str, object], histogram: Optional[str] = Non
         for item in report[key]:
             lines.append("| " + " | ".join(_cell(item[k]) for k in ("id", "ifd", "text", "answer")) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_curation_report(
+    report_dir: PathLike,
+    examples: Sequence[InstructionExample],
+    ifds: Mapping[str, Optional[float]],
+    selection: Selection,
+    settings: Mapping[str, object],
+) -> Path:
+    """Write report.json, report.md and ifd_histogram.png for one selection; returns report.md's path."""
+    from .plots import plot_ifd_histogram
+
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = curation_report(examples, ifds, selection, settings)
+    histogram = plot_ifd_histogram(ifd_series(examples, ifds, selection), out / "ifd_histogram.png")
+    report["histogram"] = histogram.name
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    (out / "report.md").write_text(report_markdown(report, histogram.name), encoding="utf8")
+    return out / "report.md"

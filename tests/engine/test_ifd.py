@@ -22,6 +22,7 @@ from spacy_bioselecttune.engine.ifd import (
     select_ifd_subset,
     select_random_subset,
     select_subset,
+    subset_profile,
 )
 from spacy_bioselecttune.engine.plots import plot_ifd_histogram
 from spacy_bioselecttune.engine.records import Record
@@ -201,3 +202,23 @@ def test_curation_report_and_histogram(tmp_path):
     assert "| positive | 3 | 0 | 1 | 2 | 1 | 2 |" in markdown
     png = plot_ifd_histogram({"kept": [0.2, 0.7], "dropped": [0.1, 1.3]}, tmp_path / "h.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_subset_profile_counts_names_and_characters_of_kept_and_dropped():
+    def example(index, names, text):
+        answer = "[" + ", ".join(f'{{"entity": "Disease", "name": "{n}"}}' for n in names) + "]"
+        return InstructionExample(f"e{index}", "p", answer, bool(names), ("Disease",), text)
+
+    examples = [
+        example(0, ["asthma", "gout"], "asthma and gout"),
+        example(1, ["flu"], "flu"),
+        example(2, [], "no disease here"),
+    ]
+    selection = select_hybrid_subset(examples, {"e0": 0.8, "e1": 0.2, "e2": 0.5}, ratio=0.5)
+    profile = subset_profile(examples, selection)
+    assert profile["kept positives"] == {"count": 1, "names": 2, "names_per_example": 2.0, "characters_per_example": 15.0}
+    assert profile["dropped positives"] == {"count": 1, "names": 1, "names_per_example": 1.0, "characters_per_example": 3.0}
+    assert profile["kept negatives"]["count"] == 1 and profile["kept negatives"]["names"] == 0
+    assert profile["dropped negatives"] == {"count": 0, "names": 0, "names_per_example": None, "characters_per_example": None}
+    markdown = report_markdown(curation_report(examples, {"e0": 0.8, "e1": 0.2, "e2": 0.5}, selection, {}))
+    assert "| kept positives | 1 | 2 | 2.0000 | 15.0000 |" in markdown

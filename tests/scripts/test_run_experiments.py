@@ -43,9 +43,17 @@ def test_run_experiments_trains_and_scores_each_strategy_without_spacy(tmp_path,
     assert len((out / "tiny" / "train.scores.jsonl").read_text().splitlines()) == len(train)
     assert "| tiny | hybrid | tiny | dev |" in (out / "results.md").read_text()
     for strategy in ("full", "hybrid", "random"):
+        report = json.loads((out / "tiny" / f"curation-{strategy}" / "report.json").read_text())
+        assert report["kept"] == next(row["train_examples"] for row in rows if row["strategy"] == strategy)
+        assert report["profile"]["kept negatives"]["count"] == sum(1 for record in train if not record.entities)
+    for strategy in ("full", "hybrid", "random"):
         answers = [json.loads(line) for line in (out / "tiny" / f"predictions.{strategy}.tiny-dev.jsonl").read_text().splitlines()]
         assert [item["id"] for item in answers] == [r.id for r in fixture_records]
         assert all(isinstance(item["answer"], str) for item in answers)
+        row = next(row for row in rows if row["strategy"] == strategy)
+        positives = [index for index, record in enumerate(fixture_records) if record.entities]
+        assert row["positive_sentences"] == len(positives)
+        assert row["silent_on_positive"] == sum(1 for index in positives if not answers[index]["entities"])
     comparisons = json.loads((out / "comparisons.json").read_text())
     claims = [("hybrid", "full"), ("hybrid", "random"), ("random", "full")]
     assert [(c["a"], c["b"], c["label"]) for c in comparisons] == [
