@@ -98,4 +98,3 @@ def curate(
                     "negatives_ratio": negatives_ratio, "seed": seed, "metric": metric}
         write_curation_report(report_dir, examples, ifds, selection, settings)
     return selection
-

@@ -474,41 +474,42 @@ def _summary(values: Sequence[float]) -> Dict[str, Optional[float]]:
     }
 
 
+def selection_groups(
+    examples: Sequence[InstructionExample], selection: Selection
+) -> Dict[str, List[InstructionExample]]:
+    """The examples as "kept positives", "kept negatives", "dropped positives" and "dropped negatives"."""
+    kept = set(selection.kept_ids)
+    return {
+        f"{status} {name}s": [
+            e for e in examples if e.positive == (name == "positive") and (e.id in kept) == (status == "kept")
+        ]
+        for status in ("kept", "dropped")
+        for name in CLASSES
+    }
+
+
 def ifd_series(
     examples: Sequence[InstructionExample], ifds: Mapping[str, Optional[float]], selection: Selection
 ) -> Dict[str, List[float]]:
     """Finite IFD values grouped as "kept positives", "dropped positives", and so on."""
-    kept = set(selection.kept_ids)
-    series: Dict[str, List[float]] = {}
-    for status in ("kept", "dropped"):
-        for name in CLASSES:
-            series[f"{status} {name}s"] = [
-                ifds[e.id]
-                for e in examples
-                if ifds[e.id] is not None and e.positive == (name == "positive") and (e.id in kept) == (status == "kept")
-            ]
-    return series
-
-
-def _mean(values: Sequence[float]) -> Optional[float]:
-    return sum(values) / len(values) if values else None
+    return {
+        group: [ifds[e.id] for e in members if ifds[e.id] is not None]
+        for group, members in selection_groups(examples, selection).items()
+    }
 
 
 def subset_profile(examples: Sequence[InstructionExample], selection: Selection) -> Dict[str, Dict[str, object]]:
     """Per group ("kept positives", "dropped negatives", ...): its size, names in the gold answers
     (in all and per example) and characters of text per example: what the selection favours."""
-    kept = set(selection.kept_ids)
     profile: Dict[str, Dict[str, object]] = {}
-    for status in ("kept", "dropped"):
-        for name in CLASSES:
-            group = [e for e in examples if e.positive == (name == "positive") and (e.id in kept) == (status == "kept")]
-            names = [len(parse_answer(e.answer, e.labels).mentions) for e in group]
-            profile[f"{status} {name}s"] = {
-                "count": len(group),
-                "names": sum(names),
-                "names_per_example": _mean(names),
-                "characters_per_example": _mean([len(e.text) for e in group]),
-            }
+    for group, members in selection_groups(examples, selection).items():
+        names = [len(parse_answer(e.answer, e.labels).mentions) for e in members]
+        profile[group] = {
+            "count": len(members),
+            "names": sum(names),
+            "names_per_example": _summary(names)["mean"],
+            "characters_per_example": _summary([len(e.text) for e in members])["mean"],
+        }
     return profile
 
 
