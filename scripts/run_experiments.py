@@ -132,7 +132,7 @@ def compare_strategies(args: argparse.Namespace, dataset: str, rows: Sequence[Di
     """Paired bootstrap of F1 for each claim in CLAIMS whose two strategies both have predictions.
 
     Each claim is tested on all labels together ("all"), and on each label alone when the
-    evaluation has gold entities of more than one. The rows of this dataset get their
+    evaluation has gold entities of more than one. Each row of this dataset gets its
     silent-on-positive counts from the same predictions.
     """
     out = args.output / dataset
@@ -140,8 +140,7 @@ def compare_strategies(args: argparse.Namespace, dataset: str, rows: Sequence[Di
     for (name, split), evaluation in load_evaluations(args, dataset).items():
         gold = [gold_record(example) for example in evaluation]
         labels = sorted({entity.label for record in gold for entity in record.entities})
-        strategies = {strategy for claim in CLAIMS for strategy in claim} | {row["strategy"] for row in rows}
-        paths = {strategy: predictions_path(out, strategy, name, split) for strategy in strategies}
+        paths = {strategy: predictions_path(out, strategy, name, split) for claim in CLAIMS for strategy in claim}
         predicted = {strategy: read_predictions(path, evaluation) for strategy, path in paths.items() if path.exists()}
         for row in rows:
             if (row["dataset"], row["eval_dataset"], row["split"]) == (dataset, name, split) and row["strategy"] in predicted:
@@ -211,7 +210,6 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
                     "r": scores.overall.recall,
                     "f1": scores.overall.f1,
                     "per_label": scores.to_dict()["ents_per_type"],
-                    **silent_on_positives(golds[name, split], predicted),
                     "train_tokens": summary.tokens,
                     "train_tokens_per_second": summary.tokens_per_second,
                     "train_seconds": summary.seconds,

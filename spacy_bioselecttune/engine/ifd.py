@@ -589,8 +589,8 @@ def write_curation_report(
     ifds: Mapping[str, Optional[float]],
     selection: Selection,
     settings: Mapping[str, object],
-) -> Path:
-    """Write report.json, report.md and ifd_histogram.png for one selection; returns report.md's path."""
+) -> None:
+    """Write report.json, report.md and ifd_histogram.png for one selection into `report_dir`."""
     from .plots import plot_ifd_histogram
 
     out = Path(report_dir)
@@ -600,4 +600,3 @@ def write_curation_report(
     report["histogram"] = histogram.name
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
     (out / "report.md").write_text(report_markdown(report, histogram.name), encoding="utf8")
-    return out / "report.md"
