@@ -1,8 +1,9 @@
-"""Strict entity-level precision, recall and F1 on Records, overall and per label; stdlib only.
+"""Strict entity-level precision, recall and F1 on Records, overall and per label.
 
 A predicted entity counts as correct only if its start, end and label all equal a gold
 entity's. The numbers agree with spaCy's `get_ner_prf` on token-aligned spans. Each error
-is also classified (wrong label, wrong boundary, missed, spurious) for error analysis.
+is also classified (wrong label, wrong boundary, missed, spurious) for error analysis. Only the
+bootstrap over seeds needs numpy (imported when called); the rest is stdlib.
 """
 from __future__ import annotations
 
@@ -163,6 +164,109 @@ def paired_bootstrap(
     high = deltas[min(samples - 1, int((1.0 - tail) * samples))]
     share_not_better = sum(delta <= 0 for delta in deltas) / samples
     return PairedBootstrap(f1_a, f1_b, low, high, share_not_better, samples, confidence)
+
+
+@dataclass(frozen=True)
+class SeedBootstrap:
+    """Strict F1 of two strategies, each trained once per seed and evaluated on the same records,
+    and a bootstrap interval of the difference in their mean F1."""
+
+    f1s_a: Tuple[float, ...]
+    f1s_b: Tuple[float, ...]
+    low: float
+    high: float
+    share_not_better: float
+    samples: int
+    confidence: float
+
+    @property
+    def mean_a(self) -> float:
+        return sum(self.f1s_a) / len(self.f1s_a)
+
+    @property
+    def mean_b(self) -> float:
+        return sum(self.f1s_b) / len(self.f1s_b)
+
+    @property
+    def delta(self) -> float:
+        """Mean F1 of A minus mean F1 of B over their seeds, on all records."""
+        return self.mean_a - self.mean_b
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "f1s_a": list(self.f1s_a),
+            "f1s_b": list(self.f1s_b),
+            "mean_a": self.mean_a,
+            "mean_b": self.mean_b,
+            "delta": self.delta,
+            "low": self.low,
+            "high": self.high,
+            "share_not_better": self.share_not_better,
+            "samples": self.samples,
+            "confidence": self.confidence,
+        }
+
+
+def seed_bootstrap(
+    gold: Sequence[Record],
+    runs_a: Sequence[Sequence[Record]],
+    runs_b: Sequence[Sequence[Record]],
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    label: Optional[str] = None,
+) -> SeedBootstrap:
+    """Compare two training strategies when each was run with several seeds (two-level bootstrap).
+
+    `runs_a` and `runs_b` hold one list of predicted Records per seed. Each resample draws the
+    records with replacement (the same draw for every run, as in `paired_bootstrap`) and, for each
+    strategy independently, as many seeds as it has, with replacement; the statistic is the mean
+    F1 over the drawn seeds of A minus that of B. So the interval covers both the test-set
+    sampling and the run-to-run variation of training. With a handful of seeds the seed level is
+    coarse: three seeds allow only ten distinct seed multisets per strategy.
+    """
+    import numpy
+
+    if not gold:
+        raise ValueError(Errors.E307)
+    if not runs_a or not runs_b:
+        raise ValueError(Errors.E010.format(name="runs", value=(len(runs_a), len(runs_b)), reason="at least one run per strategy"))
+    if samples < 1:
+        raise ValueError(Errors.E010.format(name="samples", value=samples, reason="at least one resample"))
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(Errors.E010.format(name="confidence", value=confidence, reason="a share between 0 and 1"))
+    counts = numpy.zeros((len(runs_a) + len(runs_b), len(gold), 3), dtype=numpy.int64)
+    for run_index, run in enumerate([*runs_a, *runs_b]):
+        for record_index, (gold_set, predicted_set) in enumerate(_entity_sets(gold, run, label)):
+            tp = len(gold_set & predicted_set)
+            counts[run_index, record_index] = (tp, len(predicted_set) - tp, len(gold_set) - tp)
+
+    def f1(sums):
+        tp, fp, fn = sums[..., 0], sums[..., 1], sums[..., 2]
+        denominator = 2 * tp + fp + fn
+        return numpy.where(denominator > 0, 2 * tp / numpy.maximum(denominator, 1), 0.0)
+
+    f1s = f1(counts.sum(axis=1))
+    rng = numpy.random.default_rng(seed)
+    weights = rng.multinomial(len(gold), numpy.full(len(gold), 1.0 / len(gold)), size=samples)
+    resampled = f1(numpy.einsum("sn,rnc->src", weights, counts))
+    seeds_a = rng.integers(0, len(runs_a), size=(samples, len(runs_a)))
+    seeds_b = len(runs_a) + rng.integers(0, len(runs_b), size=(samples, len(runs_b)))
+    rows = numpy.arange(samples)[:, None]
+    deltas = numpy.sort(resampled[rows, seeds_a].mean(axis=1) - resampled[rows, seeds_b].mean(axis=1))
+    tail = (1.0 - confidence) / 2
+    low = float(deltas[int(tail * samples)])
+    high = float(deltas[min(samples - 1, int((1.0 - tail) * samples))])
+    share_not_better = float((deltas <= 0).mean())
+    return SeedBootstrap(
+        tuple(float(x) for x in f1s[: len(runs_a)]),
+        tuple(float(x) for x in f1s[len(runs_a) :]),
+        low,
+        high,
+        share_not_better,
+        samples,
+        confidence,
+    )
 
 
 ERROR_KINDS = ("wrong_label", "wrong_boundary", "missed", "spurious")

@@ -138,3 +138,38 @@ def plot_strategy_f1(rows: Sequence[Mapping[str, object]], out_path: PathLike, t
     ax.set_title(title)
     ax.legend()
     return _save(fig, out_path)
+
+
+def plot_seed_f1(rows: Sequence[Mapping[str, object]], out_path: PathLike, title: str = "Strict F1 per training seed") -> Path:
+    """One dot per seed and a bar at the mean: a column per strategy within each group of
+    (training data, evaluation set, split, label).
+
+    rows: mappings with `dataset`, `eval_dataset`, `split`, `label`, `strategy`, `f1s` and `mean`,
+    as `scripts/pool_seeds.py` writes them.
+    """
+    plt = _pyplot()
+    groups = list(dict.fromkeys((row["dataset"], row["eval_dataset"], row["split"], row["label"]) for row in rows))
+    strategies = list(dict.fromkeys(row["strategy"] for row in rows))
+    width = 0.8 / max(1, len(strategies))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 + 1.8 * len(groups)), 4))
+    in_legend = set()
+    for row in rows:
+        index = strategies.index(row["strategy"])
+        x = groups.index((row["dataset"], row["eval_dataset"], row["split"], row["label"])) + (index - (len(strategies) - 1) / 2) * width
+        color = colors[index % len(colors)]
+        f1s = [float(f1) for f1 in row["f1s"]]
+        legend_label = None if row["strategy"] in in_legend else row["strategy"]
+        in_legend.add(row["strategy"])
+        ax.scatter([x] * len(f1s), f1s, color=color, s=18, zorder=3, label=legend_label)
+        ax.hlines(float(row["mean"]), x - width * 0.4, x + width * 0.4, color=color, linewidth=2)
+        ax.text(x, max(f1s) + 0.015, f"{float(row['mean']):.3f}", ha="center", fontsize=7)
+    names = [eval_set if eval_set == dataset else f"{dataset} on {eval_set}" for dataset, eval_set, _, _ in groups]
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{name}\n{split} {label if label != 'all' else 'all labels'}" for name, (_, _, split, label) in zip(names, groups)])
+    all_f1s = [float(f1) for row in rows for f1 in row["f1s"]]
+    ax.set_ylim(max(0.0, min(all_f1s) - 0.1), min(1.05, max(all_f1s) + 0.06))
+    ax.set_ylabel("strict entity F1 (dots: seeds; bar: mean)")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, out_path)

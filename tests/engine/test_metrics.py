@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_bioselecttune.engine.metrics import PRF, entity_errors, paired_bootstrap, score_records
+from spacy_bioselecttune.engine.metrics import PRF, entity_errors, paired_bootstrap, score_records, seed_bootstrap
 from spacy_bioselecttune.engine.records import Entity, Record
 
 TEXT = "Aspirin and cisplatin cause renal failure in mice"
@@ -175,3 +175,30 @@ def test_paired_bootstrap_of_one_label_scores_that_label_alone():
     assert (on_diseases.f1_a, on_diseases.f1_b, on_diseases.share_not_better) == (1.0, 0.0, 0.0)
     overall = paired_bootstrap(gold, gold, only_chemicals, samples=100)
     assert overall.f1_b == pytest.approx(score_records(gold, only_chemicals).overall.f1)
+
+
+def test_seed_bootstrap_reports_each_seeds_f1_and_separates_a_clearly_better_strategy():
+    gold = _records(40, 40)
+    better, worse = [_records(40, 36), _records(40, 33)], [_records(40, 10), _records(40, 14)]
+    result = seed_bootstrap(gold, better, worse, samples=500, seed=3)
+    assert result.f1s_a == tuple(pytest.approx(score_records(gold, run).overall.f1) for run in better)
+    assert result.delta == pytest.approx(result.mean_a - result.mean_b) and result.mean_a == pytest.approx(sum(result.f1s_a) / 2)
+    assert 0.0 < result.low < result.delta < result.high and result.share_not_better == 0.0
+    assert seed_bootstrap(gold, better, worse, samples=500, seed=3) == result
+
+
+def test_seed_bootstrap_widens_its_interval_when_the_seeds_of_a_strategy_disagree():
+    gold, other = _records(40, 40), [_records(40, 20), _records(40, 20)]
+    agreeing = seed_bootstrap(gold, [_records(40, 20), _records(40, 20)], other, samples=400, seed=1)
+    disagreeing = seed_bootstrap(gold, [_records(40, 32), _records(40, 8)], other, samples=400, seed=1)
+    assert agreeing.delta == 0.0 and agreeing.low <= 0.0 <= agreeing.high
+    assert disagreeing.high - disagreeing.low > 2 * (agreeing.high - agreeing.low)
+
+
+def test_seed_bootstrap_scores_one_label_alone_and_rejects_a_strategy_without_runs():
+    gold = [Record("a", TEXT, (Entity(0, 7, "Chemical"), Entity(28, 41, "Disease")))]
+    found_chemical = [Record("a", TEXT, (Entity(0, 7, "Chemical"),))]
+    result = seed_bootstrap(gold, [found_chemical], [gold], samples=50, label="Chemical")
+    assert (result.f1s_a, result.f1s_b, result.delta) == ((1.0,), (1.0,), 0.0)
+    with pytest.raises(ValueError, match="at least one run per strategy"):
+        seed_bootstrap(gold, [gold], [])
