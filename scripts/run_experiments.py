@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -173,6 +174,8 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
     scoring_speed = None
     if any(strategy != "full" for strategy in args.strategies):
         scores_path = out / "train.scores.jsonl"
+        if args.scores and not scores_path.exists():
+            shutil.copyfile(args.scores, scores_path)
         scoring = score_examples(train, scores_path, args.weak_model, args.score_batch_size, args.device, show_progress=True)
         scoring_speed = scoring.examples_per_second
         ifds = {key: score.ifd for key, score in read_scores(scores_path).items()}
@@ -278,6 +281,8 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     parser.add_argument("--eval-datasets", default="", help="Evaluate on these datasets' splits (default: the training dataset)")
     parser.add_argument("--dev-loss", action="store_true", help="Report the loss on <dataset>-dev.jsonl after each epoch")
     parser.add_argument("--weak-model", default="smollm2-135m")
+    parser.add_argument("--scores", type=Path, default=None,
+                        help="Start from these IFD scores (an earlier run's train.scores.jsonl, same weak model); examples it lacks are scored")
     parser.add_argument("--ratio", type=float, default=0.5, help="Share of the positives that hybrid and random keep")
     parser.add_argument("--negatives-ratio", type=float, default=1.0, help="Share of the negatives that hybrid and random keep")
     parser.add_argument("--device", default="auto")
@@ -297,6 +302,10 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     unknown = [name for name in args.splits if name not in ("dev", "test")]
     if unknown:
         parser.error(f"--split: unknown split {unknown[0]!r} (use dev, test)")
+    if args.scores and not args.scores.exists():
+        parser.error(f"--scores: {args.scores} does not exist")
+    if args.scores and len(args.datasets) > 1:
+        parser.error("--scores holds one dataset's IFD scores; name one dataset in --datasets")
     args.output.mkdir(parents=True, exist_ok=True)
     rows: List[Dict[str, object]] = []
     comparisons: List[Dict[str, object]] = []

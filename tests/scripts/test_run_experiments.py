@@ -96,6 +96,33 @@ def test_the_negatives_ratio_thins_the_negatives_of_hybrid_and_random_alike(tmp_
         assert row["train_examples"] == len(kept)
 
 
+def test_given_ifd_scores_are_reused_instead_of_scoring_again(tmp_path, fixture_records, tiny_model_dir):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    train = [Record(f"{r.id}-{copy}", r.text, r.entities) for copy in range(2) for r in fixture_records if r.entities]
+    (corpus / "tiny-train.jsonl").write_text("".join(instruction_line(r, ["Disease", "Chemical"]) + "\n" for r in train))
+    (corpus / "tiny-dev.jsonl").write_text("".join(instruction_line(r, ["Disease", "Chemical"]) + "\n" for r in fixture_records[:2]))
+    config = tmp_path / "train.cfg"
+    config.write_text(f'[train]\nbase_model = "{tiny_model_dir}"\nmax_steps = 1\nbatch_size = 4\nlora_r = 4\ncheckpoint_every = 0\n')
+    # Scores that rank the training sentences in reverse file order, which no model would produce by chance.
+    scores = tmp_path / "given.scores.jsonl"
+    scores.write_text("".join(
+        json.dumps({"id": r.id, "model": str(tiny_model_dir), "loss_cond": 2.0 * ifd, "loss_uncond": 2.0, "ifd": ifd}) + "\n"
+        for r, ifd in ((r, 0.1 + 0.8 * i / len(train)) for i, r in enumerate(train))
+    ))
+    out = tmp_path / "out"
+    command = [sys.executable, str(SCRIPT), "--corpus", str(corpus), "--output", str(out), "--datasets", "tiny",
+               "--strategies", "hybrid", "--scores", str(scores), "--config", str(config), "--weak-model", str(tiny_model_dir),
+               "--device", "cpu", "--max-new-tokens", "4"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())[0]["scoring_examples_per_second"] == 0.0
+    kept = [json.loads(line)["id"] for line in (out / "tiny" / "train.hybrid.jsonl").read_text().splitlines()]
+    assert kept == [r.id for r in train[len(train) - len(train) // 2:]]
+    missing = subprocess.run(command[:-8] + ["--scores", str(tmp_path / "none.jsonl")], capture_output=True, text=True)
+    assert missing.returncode == 2 and f"--scores: {tmp_path / 'none.jsonl'} does not exist" in missing.stderr
+
+
 def test_compare_only_names_the_predictions_file_that_does_not_fit(tmp_path, fixture_records):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
