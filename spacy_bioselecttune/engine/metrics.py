@@ -91,16 +91,57 @@ def score_records(gold: Sequence[Record], predicted: Sequence[Record]) -> NerSco
 
 
 @dataclass(frozen=True)
-class PairedBootstrap:
-    """Strict F1 of two systems on the same records, and a bootstrap interval of their difference."""
+class BootstrapInterval:
+    """Where the resampled differences A minus B fall: the middle `confidence` share lies in
+    [low, high], and `share_not_better` of them are not above zero (a one-sided p-value for
+    "A beats B")."""
 
-    f1_a: float
-    f1_b: float
     low: float
     high: float
     share_not_better: float
     samples: int
     confidence: float
+
+    @classmethod
+    def of(cls, deltas: Sequence[float], confidence: float) -> "BootstrapInterval":
+        """Summarise the resampled differences `deltas`."""
+        ordered = sorted(deltas)
+        tail = (1.0 - confidence) / 2
+        return cls(
+            float(ordered[int(tail * len(ordered))]),
+            float(ordered[min(len(ordered) - 1, int((1.0 - tail) * len(ordered)))]),
+            sum(delta <= 0 for delta in ordered) / len(ordered),
+            len(ordered),
+            confidence,
+        )
+
+    def interval_dict(self) -> Dict[str, float]:
+        return {
+            "low": self.low,
+            "high": self.high,
+            "share_not_better": self.share_not_better,
+            "samples": self.samples,
+            "confidence": self.confidence,
+        }
+
+
+def _check_bootstrap(gold: Sequence[Record], samples: int, confidence: float) -> None:
+    """Refuse no gold records, no resamples, or a confidence outside (0, 1)."""
+    if not gold:
+        raise ValueError(Errors.E307)
+    if samples < 1:
+        raise ValueError(Errors.E010.format(name="samples", value=samples, reason="at least one resample"))
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(Errors.E010.format(name="confidence", value=confidence, reason="a share between 0 and 1"))
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """Strict F1 of two systems on the same records, and a bootstrap interval of their difference."""
+
+    f1_a: float
+    f1_b: float
+    interval: BootstrapInterval
 
     @property
     def delta(self) -> float:
@@ -108,16 +149,7 @@ class PairedBootstrap:
         return self.f1_a - self.f1_b
 
     def to_dict(self) -> Dict[str, float]:
-        return {
-            "f1_a": self.f1_a,
-            "f1_b": self.f1_b,
-            "delta": self.delta,
-            "low": self.low,
-            "high": self.high,
-            "share_not_better": self.share_not_better,
-            "samples": self.samples,
-            "confidence": self.confidence,
-        }
+        return {"f1_a": self.f1_a, "f1_b": self.f1_b, "delta": self.delta, **self.interval.interval_dict()}
 
 
 def paired_bootstrap(
@@ -131,17 +163,11 @@ def paired_bootstrap(
 ) -> PairedBootstrap:
     """Compare two systems' strict F1 by resampling records with replacement (paired bootstrap).
 
-    Each resample draws len(gold) records and scores both systems on the same draw. `low` and
-    `high` bound the middle `confidence` share of the F1 differences (A minus B);
-    `share_not_better` is the share of resamples in which A's F1 is not above B's, a one-sided
-    p-value for "A beats B". With `label`, both systems are scored on that label's entities only.
+    Each resample draws len(gold) records and scores both systems on the same draw; the
+    interval summarises the F1 differences (A minus B). With `label`, both systems are scored
+    on that label's entities only.
     """
-    if not gold:
-        raise ValueError(Errors.E307)
-    if samples < 1:
-        raise ValueError(Errors.E010.format(name="samples", value=samples, reason="at least one resample"))
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(Errors.E010.format(name="confidence", value=confidence, reason="a share between 0 and 1"))
+    _check_bootstrap(gold, samples, confidence)
     counts = []
     pairs = zip(_entity_sets(gold, predicted_a, label), _entity_sets(gold, predicted_b, label))
     for (gold_a, set_a), (_, set_b) in pairs:
@@ -158,12 +184,7 @@ def paired_bootstrap(
     for _ in range(samples):
         a, b = f1_pair(rng.choices(counts, k=len(counts)))
         deltas.append(a - b)
-    deltas.sort()
-    tail = (1.0 - confidence) / 2
-    low = deltas[int(tail * samples)]
-    high = deltas[min(samples - 1, int((1.0 - tail) * samples))]
-    share_not_better = sum(delta <= 0 for delta in deltas) / samples
-    return PairedBootstrap(f1_a, f1_b, low, high, share_not_better, samples, confidence)
+    return PairedBootstrap(f1_a, f1_b, BootstrapInterval.of(deltas, confidence))
 
 
 @dataclass(frozen=True)
@@ -173,11 +194,7 @@ class SeedBootstrap:
 
     f1s_a: Tuple[float, ...]
     f1s_b: Tuple[float, ...]
-    low: float
-    high: float
-    share_not_better: float
-    samples: int
-    confidence: float
+    interval: BootstrapInterval
 
     @property
     def mean_a(self) -> float:
@@ -199,11 +216,7 @@ class SeedBootstrap:
             "mean_a": self.mean_a,
             "mean_b": self.mean_b,
             "delta": self.delta,
-            "low": self.low,
-            "high": self.high,
-            "share_not_better": self.share_not_better,
-            "samples": self.samples,
-            "confidence": self.confidence,
+            **self.interval.interval_dict(),
         }
 
 
@@ -227,14 +240,9 @@ def seed_bootstrap(
     """
     import numpy
 
-    if not gold:
-        raise ValueError(Errors.E307)
+    _check_bootstrap(gold, samples, confidence)
     if not runs_a or not runs_b:
         raise ValueError(Errors.E010.format(name="runs", value=(len(runs_a), len(runs_b)), reason="at least one run per strategy"))
-    if samples < 1:
-        raise ValueError(Errors.E010.format(name="samples", value=samples, reason="at least one resample"))
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(Errors.E010.format(name="confidence", value=confidence, reason="a share between 0 and 1"))
     counts = numpy.zeros((len(runs_a) + len(runs_b), len(gold), 3), dtype=numpy.int64)
     for run_index, run in enumerate([*runs_a, *runs_b]):
         for record_index, (gold_set, predicted_set) in enumerate(_entity_sets(gold, run, label)):
@@ -246,28 +254,15 @@ def seed_bootstrap(
         denominator = 2 * tp + fp + fn
         return numpy.where(denominator > 0, 2 * tp / numpy.maximum(denominator, 1), 0.0)
 
-    f1s = f1(counts.sum(axis=1))
+    f1s = [float(value) for value in f1(counts.sum(axis=1))]
     rng = numpy.random.default_rng(seed)
     weights = rng.multinomial(len(gold), numpy.full(len(gold), 1.0 / len(gold)), size=samples)
     resampled = f1(numpy.einsum("sn,rnc->src", weights, counts))
     seeds_a = rng.integers(0, len(runs_a), size=(samples, len(runs_a)))
     seeds_b = len(runs_a) + rng.integers(0, len(runs_b), size=(samples, len(runs_b)))
     rows = numpy.arange(samples)[:, None]
-    deltas = numpy.sort(resampled[rows, seeds_a].mean(axis=1) - resampled[rows, seeds_b].mean(axis=1))
-    tail = (1.0 - confidence) / 2
-    low = float(deltas[int(tail * samples)])
-    high = float(deltas[min(samples - 1, int((1.0 - tail) * samples))])
-    share_not_better = float((deltas <= 0).mean())
-    return SeedBootstrap(
-        tuple(float(x) for x in f1s[: len(runs_a)]),
-        tuple(float(x) for x in f1s[len(runs_a) :]),
-        low,
-        high,
-        share_not_better,
-        samples,
-        confidence,
-    )
-
+    deltas = resampled[rows, seeds_a].mean(axis=1) - resampled[rows, seeds_b].mean(axis=1)
+    return SeedBootstrap(tuple(f1s[: len(runs_a)]), tuple(f1s[len(runs_a) :]), BootstrapInterval.of(deltas.tolist(), confidence))
 
 ERROR_KINDS = ("wrong_label", "wrong_boundary", "missed", "spurious")
 

@@ -126,7 +126,7 @@ def test_paired_bootstrap_of_a_system_against_itself_finds_no_difference():
     gold, predicted = _records(20, 20), _records(20, 12)
     result = paired_bootstrap(gold, predicted, predicted, samples=200)
     assert result.f1_a == result.f1_b == score_records(gold, predicted).overall.f1
-    assert (result.delta, result.low, result.high, result.share_not_better) == (0.0, 0.0, 0.0, 1.0)
+    assert (result.delta, result.interval.low, result.interval.high, result.interval.share_not_better) == (0.0, 0.0, 0.0, 1.0)
 
 
 def test_paired_bootstrap_separates_a_clearly_better_system_and_brackets_its_lead():
@@ -135,10 +135,10 @@ def test_paired_bootstrap_separates_a_clearly_better_system_and_brackets_its_lea
     result = paired_bootstrap(gold, better, worse, samples=500, seed=3)
     assert result.f1_a == pytest.approx(score_records(gold, better).overall.f1)
     assert result.f1_b == pytest.approx(score_records(gold, worse).overall.f1)
-    assert 0.0 < result.low < result.delta < result.high
-    assert result.share_not_better == 0.0
+    assert 0.0 < result.interval.low < result.delta < result.interval.high
+    assert result.interval.share_not_better == 0.0
     reverse = paired_bootstrap(gold, worse, better, samples=500, seed=3)
-    assert reverse.share_not_better == 1.0 and reverse.high < 0.0
+    assert reverse.interval.share_not_better == 1.0 and reverse.interval.high < 0.0
 
 
 def test_paired_bootstrap_is_seeded_and_its_interval_widens_with_fewer_records():
@@ -147,7 +147,7 @@ def test_paired_bootstrap_is_seeded_and_its_interval_widens_with_fewer_records()
     small = paired_bootstrap(gold, a, b, samples=400)
     large = paired_bootstrap(gold * 10, a * 10, b * 10, samples=400)
     assert small.delta == pytest.approx(large.delta)
-    assert large.high - large.low < small.high - small.low
+    assert large.interval.high - large.interval.low < small.interval.high - small.interval.low
 
 
 def test_paired_bootstrap_rejects_no_records_and_mismatched_predictions():
@@ -170,9 +170,9 @@ def test_paired_bootstrap_of_one_label_scores_that_label_alone():
     gold = [Record(str(i), "Aspirin reduced the risk of colorectal cancer.", (chemical, Entity(28, 45, "Disease"))) for i in range(8)]
     only_chemicals = [Record(r.id, r.text, (chemical,)) for r in gold]
     on_chemicals = paired_bootstrap(gold, gold, only_chemicals, samples=100, label="Chemical")
-    assert on_chemicals.f1_a == on_chemicals.f1_b == 1.0 and on_chemicals.share_not_better == 1.0
+    assert on_chemicals.f1_a == on_chemicals.f1_b == 1.0 and on_chemicals.interval.share_not_better == 1.0
     on_diseases = paired_bootstrap(gold, gold, only_chemicals, samples=100, label="Disease")
-    assert (on_diseases.f1_a, on_diseases.f1_b, on_diseases.share_not_better) == (1.0, 0.0, 0.0)
+    assert (on_diseases.f1_a, on_diseases.f1_b, on_diseases.interval.share_not_better) == (1.0, 0.0, 0.0)
     overall = paired_bootstrap(gold, gold, only_chemicals, samples=100)
     assert overall.f1_b == pytest.approx(score_records(gold, only_chemicals).overall.f1)
 
@@ -183,7 +183,7 @@ def test_seed_bootstrap_reports_each_seeds_f1_and_separates_a_clearly_better_str
     result = seed_bootstrap(gold, better, worse, samples=500, seed=3)
     assert result.f1s_a == tuple(pytest.approx(score_records(gold, run).overall.f1) for run in better)
     assert result.delta == pytest.approx(result.mean_a - result.mean_b) and result.mean_a == pytest.approx(sum(result.f1s_a) / 2)
-    assert 0.0 < result.low < result.delta < result.high and result.share_not_better == 0.0
+    assert 0.0 < result.interval.low < result.delta < result.interval.high and result.interval.share_not_better == 0.0
     assert seed_bootstrap(gold, better, worse, samples=500, seed=3) == result
 
 
@@ -191,8 +191,8 @@ def test_seed_bootstrap_widens_its_interval_when_the_seeds_of_a_strategy_disagre
     gold, other = _records(40, 40), [_records(40, 20), _records(40, 20)]
     agreeing = seed_bootstrap(gold, [_records(40, 20), _records(40, 20)], other, samples=400, seed=1)
     disagreeing = seed_bootstrap(gold, [_records(40, 32), _records(40, 8)], other, samples=400, seed=1)
-    assert agreeing.delta == 0.0 and agreeing.low <= 0.0 <= agreeing.high
-    assert disagreeing.high - disagreeing.low > 2 * (agreeing.high - agreeing.low)
+    assert agreeing.delta == 0.0 and agreeing.interval.low <= 0.0 <= agreeing.interval.high
+    assert disagreeing.interval.high - disagreeing.interval.low > 2 * (agreeing.interval.high - agreeing.interval.low)
 
 
 def test_seed_bootstrap_scores_one_label_alone_and_rejects_a_strategy_without_runs():
