@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from run_experiments import CLAIMS, gold_record, predictions_path, read_predictions  # noqa: E402
 
 from spacy_bioselecttune.engine.ifd import read_instruction_jsonl  # noqa: E402
-from spacy_bioselecttune.engine.metrics import score_records, seed_bootstrap  # noqa: E402
+from spacy_bioselecttune.engine.metrics import PRF, score_records, seed_bootstrap  # noqa: E402
 from spacy_bioselecttune.engine.plots import plot_seed_f1  # noqa: E402
 from spacy_bioselecttune.engine.records import Record  # noqa: E402
 
@@ -101,10 +101,7 @@ def summarize(gold: Sequence[Record], predicted: Dict[str, Dict[int, List[Record
     for strategy, seeds in predicted.items():
         scores = {seed: score_records(gold, records) for seed, records in seeds.items()}
         for label in ["all"] + (labels if len(labels) > 1 else []):
-            f1s = {
-                seed: score.overall.f1 if label == "all" else score.to_dict()["ents_per_type"].get(label, {"f": 0.0})["f"]
-                for seed, score in scores.items()
-            }
+            f1s = {seed: (score.overall if label == "all" else score.per_label.get(label, PRF())).f1 for seed, score in scores.items()}
             values = list(f1s.values())
             rows.append(
                 {
