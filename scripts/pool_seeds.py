@@ -94,13 +94,18 @@ def load_group(corpus: Path, group: Group, strategies: Dict[str, Dict[int, Run]]
     return gold, predicted
 
 
+def labels_to_test(gold: Sequence[Record]) -> List[str]:
+    """"all", then each gold label alone when there are several."""
+    labels = sorted({entity.label for record in gold for entity in record.entities})
+    return ["all"] + (labels if len(labels) > 1 else [])
+
+
 def summarize(gold: Sequence[Record], predicted: Dict[str, Dict[int, List[Record]]], group: Group) -> List[Dict[str, object]]:
     """One row per strategy and label ("all" first): F1 of each seed, their mean and standard deviation."""
-    labels = sorted({entity.label for record in gold for entity in record.entities})
     rows = []
     for strategy, seeds in predicted.items():
         scores = {seed: score_records(gold, records) for seed, records in seeds.items()}
-        for label in ["all"] + (labels if len(labels) > 1 else []):
+        for label in labels_to_test(gold):
             f1s = {seed: (score.overall if label == "all" else score.per_label.get(label, PRF())).f1 for seed, score in scores.items()}
             values = list(f1s.values())
             rows.append(
@@ -115,15 +120,14 @@ def summarize(gold: Sequence[Record], predicted: Dict[str, Dict[int, List[Record
 
 def compare(gold: Sequence[Record], predicted: Dict[str, Dict[int, List[Record]]], group: Group, samples: int) -> List[Dict[str, object]]:
     """`seed_bootstrap` of each claim in CLAIMS whose two strategies were both run, per label."""
-    labels = sorted({entity.label for record in gold for entity in record.entities})
     comparisons = []
     for a, b in CLAIMS:
         if a not in predicted or b not in predicted:
             continue
-        for label in [None] + (labels if len(labels) > 1 else []):
-            result = seed_bootstrap(gold, list(predicted[a].values()), list(predicted[b].values()), samples=samples, label=label)
+        for label in labels_to_test(gold):
+            result = seed_bootstrap(gold, list(predicted[a].values()), list(predicted[b].values()), samples=samples, label=None if label == "all" else label)
             comparisons.append(
-                {"dataset": group[0], "eval_dataset": group[1], "split": group[2], "label": label or "all", "a": a, "b": b,
+                {"dataset": group[0], "eval_dataset": group[1], "split": group[2], "label": label, "a": a, "b": b,
                  "seeds_a": list(predicted[a]), "seeds_b": list(predicted[b]), **result.to_dict()}
             )
     return comparisons
