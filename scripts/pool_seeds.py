@@ -5,7 +5,8 @@ One grid run (`scripts/run_experiments.py`) trains each strategy once, so its pa
 sees only the test-set sampling, not how much another seed would move the adapter. This reads
 several runs' `results.json` and saved predictions (the seed of each adapter comes from its
 `bioselecttune.json`), refuses runs whose adapters differ in any other training setting, and
-writes `seeds.json`, `seeds.md` and the dot plot `seeds.png` to --output:
+writes `seeds.json`, `seeds.md` (with each seed's empty answers: sentences on which an adapter
+found nothing, and its recall where it found something) and the dot plot `seeds.png` to --output:
 
     python scripts/pool_seeds.py --corpus corpus --output metrics/seeds-bc5cdr \\
         --runs metrics/strategies-bc5cdr-cpu,metrics/strategies-bc5cdr-cpu-seed1
@@ -24,10 +25,17 @@ from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run_experiments import CLAIMS, gold_record, predictions_path, read_predictions  # noqa: E402
+from run_experiments import (  # noqa: E402
+    CLAIMS,
+    EMPTY_ANSWER_COLUMNS,
+    empty_answer_cells,
+    gold_record,
+    predictions_path,
+    read_predictions,
+)
 
 from spacy_bioselecttune.engine.ifd import read_instruction_jsonl  # noqa: E402
-from spacy_bioselecttune.engine.metrics import PRF, score_records, seed_bootstrap  # noqa: E402
+from spacy_bioselecttune.engine.metrics import PRF, empty_answers, score_records, seed_bootstrap  # noqa: E402
 from spacy_bioselecttune.engine.plots import plot_seed_f1  # noqa: E402
 from spacy_bioselecttune.engine.records import Record  # noqa: E402
 
@@ -118,6 +126,21 @@ def summarize(gold: Sequence[Record], predicted: Dict[str, Dict[int, List[Record
     return rows
 
 
+def empty_answer_rows(gold: Sequence[Record], predicted: Dict[str, Dict[int, List[Record]]], group: Group) -> List[Dict[str, object]]:
+    """One row per strategy and seed: strict P/R/F1 on all labels and where the adapter answered `[]`."""
+    rows = []
+    for strategy, seeds in predicted.items():
+        for seed, records in seeds.items():
+            overall = score_records(gold, records).overall
+            rows.append(
+                {
+                    "dataset": group[0], "eval_dataset": group[1], "split": group[2], "strategy": strategy, "seed": seed,
+                    "p": overall.precision, "r": overall.recall, "f1": overall.f1, **empty_answers(gold, records).to_dict(),
+                }
+            )
+    return rows
+
+
 def compare(gold: Sequence[Record], predicted: Dict[str, Dict[int, List[Record]]], group: Group, samples: int) -> List[Dict[str, object]]:
     """`seed_bootstrap` of each claim in CLAIMS whose two strategies were both run, per label."""
     comparisons = []
@@ -133,8 +156,8 @@ def compare(gold: Sequence[Record], predicted: Dict[str, Dict[int, List[Record]]
     return comparisons
 
 
-def markdown(rows: Sequence[Dict[str, object]], comparisons: Sequence[Dict[str, object]]) -> str:
-    """The per-seed table, then the claims tested over seeds and sentences."""
+def markdown(rows: Sequence[Dict[str, object]], comparisons: Sequence[Dict[str, object]], empty: Sequence[Dict[str, object]] = ()) -> str:
+    """The per-seed table, the claims tested over seeds and sentences, then the empty answers per seed."""
     lines = [
         "| dataset | evaluated on | split | strategy | label | F1 per seed | mean F1 | SD over seeds |",
         "|---|---|---|---|---|---|---:|---:|",
@@ -156,6 +179,17 @@ def markdown(rows: Sequence[Dict[str, object]], comparisons: Sequence[Dict[str, 
                 f"| {c['dataset']} | {c['eval_dataset']} | {c['split']} | {c['label']} | {c['a']} ({len(c['seeds_a'])}) | "
                 f"{c['b']} ({len(c['seeds_b'])}) | {c['delta']:+.4f} | [{c['low']:+.4f}, {c['high']:+.4f}] | {c['share_not_better']:.3f} |"
             )
+    if empty:
+        lines += [
+            "",
+            f"| dataset | evaluated on | split | strategy | seed | P | R | F1 | {EMPTY_ANSWER_COLUMNS} |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in empty:
+            lines.append(
+                f"| {row['dataset']} | {row['eval_dataset']} | {row['split']} | {row['strategy']} | {row['seed']} | {row['p']:.4f} | "
+                f"{row['r']:.4f} | {row['f1']:.4f} | {empty_answer_cells(row)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -169,16 +203,18 @@ def main(argv: Sequence[str] = ()) -> Dict[str, List[Dict[str, object]]]:
     run_dirs = [Path(name) for name in args.runs.split(",") if name]
     rows: List[Dict[str, object]] = []
     comparisons: List[Dict[str, object]] = []
+    empty: List[Dict[str, object]] = []
     for group, strategies in collect_runs(run_dirs).items():
         gold, predicted = load_group(args.corpus, group, strategies)
         rows += summarize(gold, predicted, group)
         comparisons += compare(gold, predicted, group, args.bootstrap_samples)
+        empty += empty_answer_rows(gold, predicted, group)
     args.output.mkdir(parents=True, exist_ok=True)
-    pooled = {"runs": [str(path) for path in run_dirs], "rows": rows, "comparisons": comparisons}
+    pooled = {"runs": [str(path) for path in run_dirs], "rows": rows, "comparisons": comparisons, "empty_answers": empty}
     (args.output / "seeds.json").write_text(json.dumps(pooled, indent=2) + "\n", encoding="utf8")
-    (args.output / "seeds.md").write_text(markdown(rows, comparisons), encoding="utf8")
+    (args.output / "seeds.md").write_text(markdown(rows, comparisons, empty), encoding="utf8")
     plot_seed_f1(rows, args.output / "seeds.png")
-    print(markdown(rows, comparisons))
+    print(markdown(rows, comparisons, empty))
     return pooled
 
 

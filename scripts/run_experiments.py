@@ -38,7 +38,7 @@ from spacy_bioselecttune.engine.ifd import (  # noqa: E402
     select_subset,
     write_curation_report,
 )
-from spacy_bioselecttune.engine.metrics import paired_bootstrap, score_records  # noqa: E402
+from spacy_bioselecttune.engine.metrics import empty_answers, paired_bootstrap, score_records  # noqa: E402
 from spacy_bioselecttune.engine.plots import plot_strategy_f1  # noqa: E402
 from spacy_bioselecttune.engine.parser import parse_answer  # noqa: E402
 from spacy_bioselecttune.engine.records import Entity, Record  # noqa: E402
@@ -53,15 +53,6 @@ def gold_record(example: InstructionExample) -> Record:
     """The gold Record of an instruction example, from its `entities` column."""
     entities = json.loads(example.line).get("entities", [])
     return Record(example.id, example.text, tuple(sorted(Entity(start, end, label) for start, end, label in entities)))
-
-
-def silent_on_positives(gold: Sequence[Record], predicted: Sequence[Record]) -> Dict[str, int]:
-    """How many gold sentences have entities, and on how many of them the adapter found none."""
-    positives = [index for index, record in enumerate(gold) if record.entities]
-    return {
-        "positive_sentences": len(positives),
-        "silent_on_positive": sum(1 for index in positives if not predicted[index].entities),
-    }
 
 
 def predict_records(generator: Generator, examples: Sequence[InstructionExample]) -> Tuple[List[Record], List[str]]:
@@ -134,7 +125,7 @@ def compare_strategies(args: argparse.Namespace, dataset: str, rows: Sequence[Di
 
     Each claim is tested on all labels together ("all"), and on each label alone when the
     evaluation has gold entities of more than one. Each row of this dataset gets its
-    silent-on-positive counts from the same predictions.
+    empty-answer counts (`empty_answers`) from the same predictions.
     """
     out = args.output / dataset
     comparisons = []
@@ -145,7 +136,7 @@ def compare_strategies(args: argparse.Namespace, dataset: str, rows: Sequence[Di
         predicted = {strategy: read_predictions(path, evaluation) for strategy, path in paths.items() if path.exists()}
         for row in rows:
             if (row["dataset"], row["eval_dataset"], row["split"]) == (dataset, name, split) and row["strategy"] in predicted:
-                row.update(silent_on_positives(gold, predicted[row["strategy"]]))
+                row.update(empty_answers(gold, predicted[row["strategy"]]).to_dict())
         for a, b in CLAIMS:
             if a not in predicted or b not in predicted:
                 continue
@@ -226,17 +217,29 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         del generator
 
 
+EMPTY_ANSWER_COLUMNS = "no entity on positive sentences | no entity on negative sentences | R where it found any"
+
+
+def empty_answer_cells(row: Dict[str, object]) -> str:
+    """The EMPTY_ANSWER_COLUMNS cells of a row that has `empty_answers` counts ("–" where it has none)."""
+    if "silent_on_negative" not in row:
+        return "– | – | –"
+    return (
+        f"{row['silent_on_positive']} of {row['positive_sentences']} | {row['silent_on_negative']} of {row['negative_sentences']} | "
+        f"{row['recall_where_answered']:.4f}"
+    )
+
+
 def markdown(rows: Sequence[Dict[str, object]], comparisons: Sequence[Dict[str, object]] = ()) -> str:
     """The results table, then the paired comparisons when there are any."""
     lines = [
-        "| dataset | strategy | evaluated on | split | train examples | P | R | F1 | no entity on positive sentences | train tokens/s | eval sentences/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| dataset | strategy | evaluated on | split | train examples | P | R | F1 | {EMPTY_ANSWER_COLUMNS} | train tokens/s | eval sentences/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        silent = f"{row['silent_on_positive']} of {row['positive_sentences']}" if "silent_on_positive" in row else "–"
         lines.append(
             f"| {row['dataset']} | {row['strategy']} | {row['eval_dataset']} | {row['split']} | {row['train_examples']} | {row['p']:.4f} | "
-            f"{row['r']:.4f} | {row['f1']:.4f} | {silent} | {row['train_tokens_per_second']:.0f} | {row['eval_sentences_per_second']:.1f} |"
+            f"{row['r']:.4f} | {row['f1']:.4f} | {empty_answer_cells(row)} | {row['train_tokens_per_second']:.0f} | {row['eval_sentences_per_second']:.1f} |"
         )
     if any(len(row["per_label"]) > 1 for row in rows):
         lines += ["", "| dataset | strategy | evaluated on | split | label | P | R | F1 |", "|---|---|---|---|---|---:|---:|---:|"]

@@ -91,6 +91,48 @@ def score_records(gold: Sequence[Record], predicted: Sequence[Record]) -> NerSco
 
 
 @dataclass(frozen=True)
+class EmptyAnswers:
+    """Where a model found no entity at all, and how well it did where it found some.
+
+    It separates the decision "this sentence has entities" from naming them: a model that answers
+    `[]` too often loses recall on every sentence it goes silent on, while `answered` (strict
+    scores on the gold-positive sentences where it found at least one entity) stays put.
+    """
+
+    positive_sentences: int
+    silent_on_positive: int
+    negative_sentences: int
+    silent_on_negative: int
+    answered: PRF
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "positive_sentences": self.positive_sentences,
+            "silent_on_positive": self.silent_on_positive,
+            "negative_sentences": self.negative_sentences,
+            "silent_on_negative": self.silent_on_negative,
+            "recall_where_answered": self.answered.recall,
+            "precision_where_answered": self.answered.precision,
+        }
+
+
+def empty_answers(gold: Sequence[Record], predicted: Sequence[Record]) -> EmptyAnswers:
+    """Count the sentences, with and without gold entities, on which `predicted` found none."""
+    silent_on_positive = silent_on_negative = positives = 0
+    tp = fp = fn = 0
+    for gold_set, predicted_set in _entity_sets(gold, predicted):
+        positives += bool(gold_set)
+        if not predicted_set:
+            silent_on_positive += bool(gold_set)
+            silent_on_negative += not gold_set
+        elif gold_set:
+            tp += len(gold_set & predicted_set)
+            fp += len(predicted_set - gold_set)
+            fn += len(gold_set - predicted_set)
+    return EmptyAnswers(positives, silent_on_positive, len(gold) - positives, silent_on_negative, PRF(tp, fp, fn))
+
+
+@dataclass(frozen=True)
 class BootstrapInterval:
     """Where the resampled differences A minus B fall: the middle `confidence` share lies in
     [low, high], and `share_not_better` of them are not above zero (a one-sided p-value for

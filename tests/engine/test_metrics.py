@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_bioselecttune.engine.metrics import PRF, entity_errors, paired_bootstrap, score_records, seed_bootstrap
+from spacy_bioselecttune.engine.metrics import PRF, empty_answers, entity_errors, paired_bootstrap, score_records, seed_bootstrap
 from spacy_bioselecttune.engine.records import Entity, Record
 
 TEXT = "Aspirin and cisplatin cause renal failure in mice"
@@ -34,6 +34,23 @@ def test_score_records_wrong_label_is_a_miss():
     scores = score_records(gold, predicted)
     assert scores.overall == PRF(tp=0, fp=1, fn=1)
     assert scores.to_dict()["ents_f"] == 0.0
+
+
+def test_empty_answers_separate_silence_from_naming():
+    chemical, disease = Entity(0, 7, "Chemical"), Entity(28, 41, "Disease")
+    gold = [Record("a", TEXT, (chemical, disease)), Record("b", TEXT, (chemical,)), Record("c", TEXT), Record("d", TEXT)]
+    predicted = [Record("a", TEXT, (chemical, Entity(12, 21, "Chemical"))), Record("b", TEXT), Record("c", TEXT), Record("d", TEXT, (disease,))]
+    empty = empty_answers(gold, predicted)
+    assert (empty.positive_sentences, empty.silent_on_positive, empty.negative_sentences, empty.silent_on_negative) == (2, 1, 2, 1)
+    # Only sentence "a" is gold-positive with an answer: one of its two names found, one spurious.
+    assert empty.answered == PRF(tp=1, fp=1, fn=1)
+    assert empty.to_dict()["recall_where_answered"] == pytest.approx(0.5)
+    assert score_records(gold, predicted).overall.recall == pytest.approx(1 / 3)
+
+
+def test_empty_answers_checks_that_records_pair_up():
+    with pytest.raises(ValueError):
+        empty_answers([Record("a", TEXT)], [Record("b", TEXT)])
 
 
 def test_score_records_empty_is_zero():

@@ -67,6 +67,10 @@ def test_runs_that_differ_in_seed_are_pooled_per_strategy_and_label(tmp_path, co
     overall = pooled["comparisons"][0]
     assert overall["seeds_a"] == [0, 1] and overall["seeds_b"] == [0, 1] and overall["high"] < 0.0
     assert "| tiny | tiny | test | hybrid | all |" in (tmp_path / "pooled" / "seeds.md").read_text()
+    silent = [(r["strategy"], r["seed"], r["silent_on_positive"]) for r in pooled["empty_answers"]]
+    positives = sum(1 for r in fixture_records if r.entities)
+    assert silent == [("full", 0, 0), ("full", 1, 0), ("hybrid", 0, 0), ("hybrid", 1, positives)]
+    assert "| tiny | tiny | test | hybrid | 1 |" in (tmp_path / "pooled" / "seeds.md").read_text()
     assert (tmp_path / "pooled" / "seeds.png").read_bytes().startswith(b"\x89PNG")
 
 
