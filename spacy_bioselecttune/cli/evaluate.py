@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc
 
-COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size", "prompts", "dtype", "decoding")
+COMPONENT_OPTIONS = ("labels", "base_model", "adapter", "device", "batch_size", "prompts", "dtype", "decoding", "empty_answer_threshold")
 
 
 @dataclass
@@ -61,6 +61,7 @@ def load_pipeline(
     prompts: Optional[str] = None,
     dtype: Optional[str] = None,
     decoding: Optional[str] = None,
+    empty_answer_threshold: Optional[float] = None,
 ) -> "Language":
     """A pipeline from a saved directory, a .cfg file, an adapter directory, or (model None) the options alone.
 
@@ -70,7 +71,7 @@ def load_pipeline(
     import spacy
     from spacy.util import load_config, load_model_from_config
 
-    settings = {key: value for key, value in zip(COMPONENT_OPTIONS, (labels, base_model, adapter, device, batch_size, prompts, dtype, decoding)) if value is not None}
+    settings = {key: value for key, value in zip(COMPONENT_OPTIONS, (labels, base_model, adapter, device, batch_size, prompts, dtype, decoding, empty_answer_threshold)) if value is not None}
     if model is not None and (model / "config.cfg").is_file():
         fixed = sorted(set(settings) & {"labels", "base_model", "adapter"})
         if fixed:
@@ -120,6 +121,9 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
         if phases.get("drafted_tokens"):
             counts.append(("Draft tokens kept / fed", f"{phases['accepted_tokens']} / {phases['drafted_tokens']}"))
         counts.append(("Answers stopped as loops (last items only repeats)", phases.get("looping_answers", 0)))
+        if phases.get("reopened_answers") or phases.get("gate_seconds"):
+            counts.append(("Answers [] below the empty-answer threshold, generated again (s scoring them)",
+                           f"{phases['reopened_answers']} ({phases['gate_seconds']:.2f})"))
     rows += ["", "| Count | Value |", "|---|---:|"] + [f"| {name} | {value} |" for name, value in counts]
     errors = metrics.get("errors")
     if errors:
@@ -271,11 +275,13 @@ def evaluate_cli(
     prompts: Optional[str] = Opt(None, "--prompts", help="trained (the adapter's label lists) or joint (all labels in one prompt)"),
     dtype: Optional[str] = Opt(None, "--dtype", help="Weights' dtype: auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16"),
     decoding: Optional[str] = Opt(None, "--decoding", help="auto (default: static-continuous on CUDA, continuous elsewhere), dynamic, continuous, static, compiled, static-continuous or compiled-continuous"),
+    empty_answer_threshold: Optional[float] = Opt(None, "--empty-answer-threshold", help="Keep an answer [] only where the model gives it at least this probability; generate the others again as lists (default: plain greedy answers)"),
     warm_up: int = Opt(0, "--warm-up", help="Annotate the N longest docs once before the clock starts (e.g. the model batch size, for compiled decoding)"),
 ) -> None:
     """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""
     nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device,
-                        batch_size=model_batch_size, prompts=prompts, dtype=dtype, decoding=decoding)
+                        batch_size=model_batch_size, prompts=prompts, dtype=dtype, decoding=decoding,
+                        empty_answer_threshold=empty_answer_threshold)
     run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True, warm_up=warm_up)
     typer.echo(run.metrics_md.read_text(encoding="utf8"))
     typer.echo(f"Wrote {run.metrics_json}, {run.metrics_md}, {run.plot} and {run.errors_jsonl}")

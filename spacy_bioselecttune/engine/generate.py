@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set,
 from ..errors import Errors, Warnings, warn
 from . import attention
 from .continuous_decode import REFILL_FRACTION, decode_continuous, supports_joined_rows
-from .answer_format import LOOP_ITEMS, draft_template, prompt_labels
+from .answer_format import EMPTY_ANSWER, LOOP_ITEMS, draft_template, prompt_labels
+from .empty_answer_gate import check_threshold, empty_answer_probabilities, list_opening, opened_prompts
 from .encoding import encode_prompts
 from .lm_head import use_transposed_head
 from .loading import DEFAULT_BASE_MODEL, attention_kernels, load_model
@@ -117,6 +118,8 @@ class DecodeTimes:
     finishes them. `row_steps` counts rows x decode steps: the static loop keeps finished rows.
     `looping_answers` counts answers stopped because their last items only repeated earlier ones.
     `drafted_tokens` and `accepted_tokens` count the draft tokens fed to decode steps and those kept.
+    `gate_seconds` is the time spent scoring answers `[]` against the empty-answer threshold, and
+    `reopened_answers` counts those generated again with the list opened.
     """
 
     tokenize_seconds: float = 0.0
@@ -129,6 +132,8 @@ class DecodeTimes:
     looping_answers: int = 0
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    gate_seconds: float = 0.0
+    reopened_answers: int = 0
 
     @property
     def ms_per_decode_step(self) -> float:
@@ -171,6 +176,9 @@ class Generator:
         sliding-window layers only.
     draft_tokens: with continuous batching, draft tokens (looked up in the prompt, `drafting.py`)
         a decode step may feed each row for the model to check, or 0 for one token per step.
+    empty_answer_threshold: None for plain greedy answers; else an answer `[]` stands only where
+        the model closes the list right after opening it with at least this probability, and
+        the others are generated again with the list opened (`empty_answer_gate.py`).
     """
 
     loop_items = LOOP_ITEMS  # an answer ends once this many items in a row repeated earlier ones
@@ -189,6 +197,7 @@ class Generator:
         prepare: Optional[Callable[["PreTrainedModel"], "PreTrainedModel"]] = None,
         decoding: str = "auto",
         draft_tokens: int = DRAFT_TOKENS,
+        empty_answer_threshold: Optional[float] = None,
     ) -> None:
         if decoding not in DECODINGS:
             raise ValueError(Errors.E010.format(name="decoding", value=decoding, reason=f"use one of {list(DECODINGS)}"))
@@ -204,6 +213,8 @@ class Generator:
         self.prepare = prepare
         self.decoding = decoding
         self.draft_tokens = draft_tokens
+        self.empty_answer_threshold = None if empty_answer_threshold is None else check_threshold(empty_answer_threshold)
+        self._opening = ""  # answer text the prompts being decoded already end with
         self._resolved: Optional[str] = None  # the loop `decoding` stands for on the loaded model
         self._decoder: Optional[StaticDecoder] = None
         self._model: Optional["PreTrainedModel"] = None
@@ -248,7 +259,35 @@ class Generator:
 
     def generate(self, prompts: Sequence[str]) -> List[str]:
         """Raw completions for `prompts`, in input order, without the EOS token."""
-        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in self.generate_token_ids(prompts)]
+        raws = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in self.generate_token_ids(prompts)]
+        if self.empty_answer_threshold is not None:
+            self._second_look(prompts, raws)
+        return raws
+
+    def _second_look(self, prompts: Sequence[str], raws: List[str]) -> None:
+        """Replace each answer `[]` whose probability is below the threshold by one generated with the list opened."""
+        started = time.perf_counter()
+        silent = [index for index, raw in enumerate(raws) if raw.strip() == EMPTY_ANSWER]
+        probabilities = empty_answer_probabilities(self.model, self.tokenizer, [prompts[i] for i in silent], self.batch_size)
+        unsure = [index for index, probability in zip(silent, probabilities) if probability < self.empty_answer_threshold]
+        self.times.gate_seconds += time.perf_counter() - started
+        if not unsure:
+            return
+        opened = opened_prompts(self.tokenizer, [prompts[i] for i in unsure])
+        self._opening = opening = list_opening(self.tokenizer).text
+        try:
+            continuations = self.generate_token_ids(opened)
+        finally:
+            self._opening = ""
+        self.times.reopened_answers += len(unsure)
+        for index, ids in zip(unsure, continuations):
+            raws[index] = opening + self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _tracker(self) -> ArrayCloseTracker:
+        """A tracker for one answer, having read the part of it the prompt already holds."""
+        tracker = ArrayCloseTracker(loop_items=self.loop_items)
+        tracker.feed(self._opening)
+        return tracker
 
     def generate_token_ids(self, prompts: Sequence[str]) -> List[List[int]]:
         """The generated token ids for each prompt, in input order, without the EOS token."""
@@ -331,7 +370,7 @@ class Generator:
 
         cache_argument = self._cache_argument()
         eos_ids = self._eos_ids()
-        trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in range(size)]
+        trackers = [self._tracker() for _ in range(size)]
         generated: List[List[int]] = [[] for _ in range(size)]
         active = list(range(size))
         times = self.times
@@ -380,7 +419,7 @@ class Generator:
         """Greedy continuations of all prompts by continuous batching; `order[i]` is where prompt i's
         tokens go; drafts are looked up in `contexts` when given."""
         eos_ids = self._eos_ids()
-        trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in token_ids]
+        trackers = [self._tracker() for _ in token_ids]
 
         def finished(index: int, token: int) -> bool:
             done = self._append_token(completions[order[index]], trackers[index], token, eos_ids)
@@ -406,7 +445,7 @@ class Generator:
             decoder.set_prefix(prefix.token_ids, prefix.past_key_values)
         decoder.start_refilling(prefix_length)
         eos_ids = self._eos_ids()
-        trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in token_ids]
+        trackers = [self._tracker() for _ in token_ids]
         counts = [0] * len(token_ids)
         owners: List[Optional[int]] = [None] * decoder.batch_size  # the prompt each row decodes
         waiting = list(range(len(token_ids)))[::-1]  # popped from the end: the longest prompts first
@@ -482,7 +521,7 @@ class Generator:
         suffixes = [ids[prefix_length:] for ids in token_ids]
         padded = suffixes + [suffixes[-1]] * (decoder.batch_size - len(suffixes))
         eos_ids = self._eos_ids()
-        trackers = [ArrayCloseTracker(loop_items=self.loop_items) for _ in suffixes]
+        trackers = [self._tracker() for _ in suffixes]
         generated: List[List[int]] = [[] for _ in suffixes]
         times = self.times
         started = time.perf_counter()

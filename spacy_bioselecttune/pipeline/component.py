@@ -23,6 +23,7 @@ from spacy.util import minibatch
 
 from ..engine.align import align_mentions
 from ..engine.answer_format import FORMAT_VERSION, build_prompt, check_labels, prompt_label_groups
+from ..engine.empty_answer_gate import check_threshold
 from ..engine.generate import DECODINGS
 from ..engine.loading import DEFAULT_BASE_MODEL, DTYPES, KNOWN_MODELS
 from ..engine.parser import parse_answer
@@ -50,6 +51,7 @@ DEFAULT_CONFIG = {
     "device": "auto",
     "dtype": "auto",
     "decoding": "auto",
+    "empty_answer_threshold": None,
     "batch_size": 64,
     "max_new_tokens": 256,
     "max_sentence_chars": 1000,
@@ -74,6 +76,7 @@ def make_bioselecttune_ner(
     device: str,
     dtype: str,
     decoding: str,
+    empty_answer_threshold: Optional[float],
     batch_size: int,
     max_new_tokens: int,
     max_sentence_chars: int,
@@ -95,6 +98,10 @@ def make_bioselecttune_ner(
         its step compiled by torch.compile; the first batch compiles it), or "static-continuous"
         and "compiled-continuous" (those loops refilling finished rows with waiting sentences);
         the same tokens from each.
+    empty_answer_threshold: None for plain greedy answers; else a sentence's answer `[]` stands
+        only where the model closes the list right after opening it with at least this
+        probability, and the others are generated again as lists (recall for precision, for
+        adapters that answer `[]` too readily; tune it on a dev split).
     max_sentence_chars: longer sentences are cut at whitespace so prompts fit the context.
     alignment_mode: `Doc.char_span` mode for names whose offsets fall inside a token.
     prompts: "trained" asks in the label lists the adapter was trained on (one prompt per list
@@ -109,6 +116,7 @@ def make_bioselecttune_ner(
         device=device,
         dtype=dtype,
         decoding=decoding,
+        empty_answer_threshold=empty_answer_threshold,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         max_sentence_chars=max_sentence_chars,
@@ -185,6 +193,7 @@ def build_generator(
     max_new_tokens: int,
     dtype: str = "auto",
     decoding: str = "auto",
+    empty_answer_threshold: Optional[float] = None,
 ) -> "Generator":
     """A generator (weights load on first use) for `base_model` plus `adapter`, once the adapter is checked.
 
@@ -204,6 +213,7 @@ def build_generator(
         max_new_tokens=max_new_tokens,
         dtype=dtype,
         decoding=decoding,
+        empty_answer_threshold=empty_answer_threshold,
     )
 
 
@@ -295,6 +305,7 @@ class BioSelectTuneNER(Pipe):
         device: str = "auto",
         dtype: str = "auto",
         decoding: str = "auto",
+        empty_answer_threshold: Optional[float] = None,
         batch_size: int = DEFAULT_CONFIG["batch_size"],
         max_new_tokens: int = DEFAULT_CONFIG["max_new_tokens"],
         max_sentence_chars: int = DEFAULT_CONFIG["max_sentence_chars"],
@@ -308,6 +319,8 @@ class BioSelectTuneNER(Pipe):
             raise ValueError(Errors.E010.format(name="dtype", value=dtype, reason=f"use one of {DTYPES}"))
         if decoding not in DECODINGS:
             raise ValueError(Errors.E010.format(name="decoding", value=decoding, reason=f"use one of {DECODINGS}"))
+        if empty_answer_threshold is not None:
+            check_threshold(empty_answer_threshold)
         if prompts not in PROMPT_MODES:
             raise ValueError(Errors.E010.format(name="prompts", value=prompts, reason=f"use one of {PROMPT_MODES}"))
         for option, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("max_sentence_chars", max_sentence_chars)):
@@ -321,6 +334,7 @@ class BioSelectTuneNER(Pipe):
         self.device = device
         self.dtype = dtype
         self.decoding = decoding
+        self.empty_answer_threshold = empty_answer_threshold
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.max_sentence_chars = max_sentence_chars
@@ -346,7 +360,8 @@ class BioSelectTuneNER(Pipe):
         """The generator, built on first access after the adapter and labels are checked."""
         if self._generator is None:
             self._generator = build_generator(
-                self.base_model, self.adapter, self._labels, self.device, self.batch_size, self.max_new_tokens, self.dtype, self.decoding
+                self.base_model, self.adapter, self._labels, self.device, self.batch_size, self.max_new_tokens, self.dtype, self.decoding,
+                self.empty_answer_threshold,
             )
         return self._generator
 

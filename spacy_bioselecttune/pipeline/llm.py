@@ -87,6 +87,7 @@ class BioSelectTuneHFModel:
         context_length: int,
         dtype: str = "auto",
         decoding: str = "auto",
+        empty_answer_threshold: Optional[float] = None,
     ) -> None:
         self.base_model = base_model
         self.adapter = adapter
@@ -96,6 +97,7 @@ class BioSelectTuneHFModel:
         self._context_length = context_length
         self.dtype = dtype
         self.decoding = decoding
+        self.empty_answer_threshold = empty_answer_threshold
         self._generator: Optional["Generator"] = None
 
     @property
@@ -107,7 +109,8 @@ class BioSelectTuneHFModel:
         """The generator, built on first use after the adapter's format version is checked."""
         if self._generator is None:
             self._generator = build_generator(
-                self.base_model, self.adapter, (), self.device, self.batch_size, self.max_new_tokens, self.dtype, self.decoding
+                self.base_model, self.adapter, (), self.device, self.batch_size, self.max_new_tokens, self.dtype, self.decoding,
+                self.empty_answer_threshold,
             )
         return self._generator
 
@@ -145,6 +148,8 @@ def make_hf_model(
     context_length: int = 8192,
     dtype: str = "auto",
     decoding: str = "auto",
+    empty_answer_threshold: Optional[float] = None,
 ) -> BioSelectTuneHFModel:
-    """A local causal LLM (plus optional LoRA adapter), loaded on first use; `dtype` and `decoding` as for the component."""
-    return BioSelectTuneHFModel(base_model, adapter, device, batch_size, max_new_tokens, context_length, dtype, decoding)
+    """A local causal LLM (plus optional LoRA adapter), loaded on first use; `dtype`, `decoding` and
+    `empty_answer_threshold` as for the component."""
+    return BioSelectTuneHFModel(base_model, adapter, device, batch_size, max_new_tokens, context_length, dtype, decoding, empty_answer_threshold)

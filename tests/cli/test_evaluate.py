@@ -154,6 +154,17 @@ def test_evaluate_cli_sets_the_model_batch_apart_from_the_pipe_batch(scripted, g
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert scripted.settings["batch_size"] == 7
+    assert scripted.settings["empty_answer_threshold"] is None  # plain greedy answers unless asked
+
+
+def test_evaluate_cli_hands_the_empty_answer_threshold_to_the_generator(scripted, gold_path, tmp_path):
+    args = ["evaluate", str(CONFIG), str(gold_path), "--output", str(tmp_path / "out"), "-m", "/not/loaded",
+            "-l", "Disease,Chemical", "--empty-answer-threshold", "0.8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert scripted.settings["empty_answer_threshold"] == 0.8
+    args[-1] = "1.5"
+    assert CliRunner().invoke(app, args).exit_code != 0
 
 
 def test_evaluate_load_pipeline_errors(tmp_path):

@@ -80,6 +80,8 @@ def test_component_rejects_bad_settings():
         nlp.add_pipe("bioselecttune_ner", config={"batch_size": 0})
     with pytest.raises(ValueError, match=r"\[E010\].*decoding.*continuous"):
         nlp.add_pipe("bioselecttune_ner", config={"decoding": "graphs"})
+    with pytest.raises(ValueError, match=r"\[E010\].*empty_answer_threshold"):
+        nlp.add_pipe("bioselecttune_ner", config={"empty_answer_threshold": 0.0})
 
 
 def test_component_memorized_model_gives_gold_ents(memorized_model_dir, fixture_records, labels):
