@@ -11,7 +11,7 @@ with its list already opened.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from ..errors import Errors
 from .answer_format import EMPTY_ANSWER, render_answer
@@ -52,9 +52,17 @@ def list_opening(tokenizer: "PreTrainedTokenizerBase") -> ListOpening:
 
 
 def empty_answer_probabilities(
-    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str], batch_size: int = 64
+    model: "PreTrainedModel",
+    tokenizer: "PreTrainedTokenizerBase",
+    prompts: Sequence[str],
+    batch_size: int = 64,
+    prefix: Optional[Tuple[Sequence[int], object]] = None,
 ) -> List[float]:
-    """For each prompt, the probability that its answer closes at once (`]` right after `[`)."""
+    """For each prompt, the probability that its answer closes at once (`]` right after `[`).
+
+    prefix: token ids every prompt starts with and their cached key/value states (batch size 1),
+    so that only the rest of each prompt is run; prompts are batched by length.
+    """
     import torch
 
     from .logprobs import cache_keyword
@@ -62,13 +70,18 @@ def empty_answer_probabilities(
 
     opening = list_opening(tokenizer)
     token_ids = [ids + opening.shared for ids in encode_prompts(tokenizer, prompts)]
-    probabilities: List[float] = []
+    prefix_ids, prefix_cache = prefix if prefix is not None else ((), None)
+    if any(ids[: len(prefix_ids)] != list(prefix_ids) for ids in token_ids):
+        raise ValueError(Errors.E010.format(name="prefix", value=list(prefix_ids)[:8], reason="every prompt must start with it"))
+    order = sorted(range(len(token_ids)), key=lambda index: len(token_ids[index]))
+    probabilities = [0.0] * len(token_ids)
     with torch.inference_mode():
-        for start in range(0, len(token_ids), batch_size):
-            batch = token_ids[start : start + batch_size]
-            input_ids, mask, positions, cache = prefill_inputs(model, batch, 0, None, tokenizer.pad_token_id)
-            logits = last_token_logits(model, input_ids, mask, positions, cache_keyword(model), cache)
-            probabilities += logits.float().softmax(dim=-1)[:, opening.close].tolist()
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            inputs = prefill_inputs(model, [token_ids[i] for i in batch], len(prefix_ids), prefix_cache, tokenizer.pad_token_id)
+            logits = last_token_logits(model, *inputs[:3], cache_keyword(model), inputs[3])
+            for index, probability in zip(batch, logits.float().softmax(dim=-1)[:, opening.close].tolist()):
+                probabilities[index] = probability
     return probabilities
 
 

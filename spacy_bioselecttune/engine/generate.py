@@ -266,9 +266,16 @@ class Generator:
 
     def _second_look(self, prompts: Sequence[str], raws: List[str]) -> None:
         """Replace each answer `[]` whose probability is below the threshold by one generated with the list opened."""
+        import torch
+
         started = time.perf_counter()
         silent = [index for index, raw in enumerate(raws) if raw.strip() == EMPTY_ANSWER]
-        probabilities = empty_answer_probabilities(self.model, self.tokenizer, [prompts[i] for i in silent], self.batch_size)
+        silent_prompts = [prompts[i] for i in silent]
+        with torch.inference_mode(), attention_kernels():
+            prefix = self._shared_prefix([ids + list_opening(self.tokenizer).shared for ids in encode_prompts(self.tokenizer, silent_prompts)])
+            probabilities = empty_answer_probabilities(
+                self.model, self.tokenizer, silent_prompts, self.batch_size, (prefix.token_ids, prefix.past_key_values) if prefix else None
+            )
         unsure = [index for index, probability in zip(silent, probabilities) if probability < self.empty_answer_threshold]
         self.times.gate_seconds += time.perf_counter() - started
         if not unsure:

@@ -9,6 +9,7 @@ from spacy_bioselecttune.engine.empty_answer_gate import empty_answer_probabilit
 from spacy_bioselecttune.engine.encoding import encode_prompts
 from spacy_bioselecttune.engine.generate import Generator
 from spacy_bioselecttune.engine.loading import load_model
+from spacy_bioselecttune.engine.logprobs import cache_keyword
 
 LABELS = ["Disease", "Chemical"]
 
@@ -35,6 +36,7 @@ def test_list_opening_is_where_the_empty_answer_and_a_list_part(tiny_model_dir):
 
 def test_empty_answer_probability_is_the_next_token_probability_after_the_shared_tokens(torn_model_dir, fixture_records):
     import torch
+    from transformers import DynamicCache
 
     model, tokenizer = load_model(str(torn_model_dir), device="cpu")
     prompts = [build_prompt(r.text, LABELS) for r in fixture_records]
@@ -45,6 +47,14 @@ def test_empty_answer_probability_is_the_next_token_probability_after_the_shared
             ids = torch.tensor([encode_prompts(tokenizer, [prompt])[0] + opening.shared])
             alone = model(input_ids=ids).logits[0, -1].float().softmax(-1)[opening.close].item()
             assert probability == pytest.approx(alone, abs=1e-4)
+    prefix_ids = encode_prompts(tokenizer, [prompts[0]])[0][:20]
+    with torch.inference_mode():
+        prefix_cache = DynamicCache(config=model.config)
+        model(input_ids=torch.tensor([prefix_ids]), use_cache=True, **{cache_keyword(model): prefix_cache})
+    after_prefix = empty_answer_probabilities(model, tokenizer, prompts, batch_size=2, prefix=(prefix_ids, prefix_cache))
+    assert after_prefix == pytest.approx(batched, abs=1e-4)
+    with pytest.raises(ValueError, match="prefix"):
+        empty_answer_probabilities(model, tokenizer, prompts, prefix=([prefix_ids[0] + 1], prefix_cache))
     assert 0.3 < batched[0] < 0.95  # fitted to close at once two times in three
     for record, probability in zip(fixture_records[1:], batched[1:]):
         assert probability < 0.1 if record.entities else probability > 0.95
