@@ -269,10 +269,11 @@ class Generator:
         import torch
 
         started = time.perf_counter()
+        opening = list_opening(self.tokenizer)
         silent = [index for index, raw in enumerate(raws) if raw.strip() == EMPTY_ANSWER]
         silent_prompts = [prompts[i] for i in silent]
         with torch.inference_mode(), attention_kernels():
-            prefix = self._shared_prefix([ids + list_opening(self.tokenizer).shared for ids in encode_prompts(self.tokenizer, silent_prompts)])
+            prefix = self._shared_prefix([ids + opening.shared for ids in encode_prompts(self.tokenizer, silent_prompts)])
             probabilities = empty_answer_probabilities(
                 self.model, self.tokenizer, silent_prompts, self.batch_size, (prefix.token_ids, prefix.past_key_values) if prefix else None
             )
@@ -281,14 +282,14 @@ class Generator:
         if not unsure:
             return
         opened = opened_prompts(self.tokenizer, [prompts[i] for i in unsure])
-        self._opening = opening = list_opening(self.tokenizer).text
+        self._opening = opening.text
         try:
             continuations = self.generate_token_ids(opened)
         finally:
             self._opening = ""
         self.times.reopened_answers += len(unsure)
         for index, ids in zip(unsure, continuations):
-            raws[index] = opening + self.tokenizer.decode(ids, skip_special_tokens=True)
+            raws[index] = opening.text + self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _tracker(self) -> ArrayCloseTracker:
         """A tracker for one answer, having read the part of it the prompt already holds."""
