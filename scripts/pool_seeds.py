@@ -4,7 +4,8 @@ strategy, and each claim tested over seeds and sentences together.
 One grid run (`scripts/run_experiments.py`) trains each strategy once, so its paired bootstrap
 sees only the test-set sampling, not how much another seed would move the adapter. This reads
 several runs' `results.json` and saved predictions (the seed of each adapter comes from its
-`bioselecttune.json`), refuses runs whose adapters differ in any other training setting, and
+`bioselecttune.json`), refuses runs whose adapters differ in any other training setting (or
+that were evaluated with another empty-answer threshold), and
 writes `seeds.json`, `seeds.md` (with each seed's empty answers: sentences on which an adapter
 found nothing, and its recall where it found something) and the dot plot `seeds.png` to --output:
 
@@ -69,6 +70,7 @@ def collect_runs(run_dirs: Sequence[Path]) -> Dict[Group, Dict[str, Dict[int, Ru
             settings = adapter_settings(run_dir, row)
             seed = int(settings.pop("seed"))
             settings["negatives_ratio"] = row.get("negatives_ratio")
+            settings["empty_answer_threshold"] = row.get("empty_answer_threshold")
             first_dir, first = reference.setdefault(str(row["dataset"]), (run_dir, settings))
             for key in sorted(set(first) | set(settings)):
                 if first.get(key) != settings.get(key):

@@ -183,7 +183,8 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
         summary = train_adapter(cfg, subset_path, adapter_dir, dev_path, device=args.device, show_progress=True)
 
         generator = Generator(
-            cfg.base_model, str(adapter_dir), args.device, args.generate_batch_size, args.max_new_tokens, show_progress=True
+            cfg.base_model, str(adapter_dir), args.device, args.generate_batch_size, args.max_new_tokens, show_progress=True,
+            empty_answer_threshold=args.empty_answer_threshold,
         )
         generator.model  # load before timing
         for (name, split), evaluation in evaluations.items():
@@ -200,6 +201,7 @@ def run_dataset(args: argparse.Namespace, dataset: str, cfg: TrainConfig, on_row
                     "split": split,
                     "train_examples": len(kept),
                     "negatives_ratio": args.negatives_ratio,
+                    "empty_answer_threshold": args.empty_answer_threshold,
                     "p": scores.overall.precision,
                     "r": scores.overall.recall,
                     "f1": scores.overall.f1,
@@ -292,6 +294,8 @@ def main(argv: Sequence[str] = ()) -> List[Dict[str, object]]:
     parser.add_argument("--score-batch-size", type=int, default=64)
     parser.add_argument("--generate-batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--empty-answer-threshold", type=float, default=None,
+                        help="Keep an answer [] only where the adapter gives it at least this probability (default: plain greedy answers)")
     parser.add_argument("--train-limit", type=int, default=0, help="Use only the first N training examples (0: all)")
     parser.add_argument("--eval-limit", type=int, default=0, help="Evaluate only the first N sentences (0: all)")
     parser.add_argument("--bootstrap-samples", type=int, default=1000, help="Resamples per paired comparison")

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pytest
 
@@ -16,7 +16,7 @@ SCRIPT = Path(__file__).parents[2] / "scripts" / "pool_seeds.py"
 LABELS = ["Disease", "Chemical"]
 
 
-def write_run(run_dir: Path, records: Sequence[Record], kept: dict, seed: int, learning_rate: float = 5e-4) -> None:
+def write_run(run_dir: Path, records: Sequence[Record], kept: dict, seed: int, learning_rate: float = 5e-4, threshold: Optional[float] = None) -> None:
     """A strategy-grid output on the split `tiny-test`: per strategy, the first `kept[strategy]`
     entities of each record as its predictions, and the adapter settings with `seed`."""
     rows = []
@@ -28,7 +28,7 @@ def write_run(run_dir: Path, records: Sequence[Record], kept: dict, seed: int, l
         lines = [json.dumps({"id": r.id, "answer": "", "entities": [[e.start, e.end, e.label] for e in r.entities[:keep]]}) for r in records]
         (run_dir / "tiny" / f"predictions.{strategy}.tiny-test.jsonl").write_text("\n".join(lines) + "\n")
         rows.append({"dataset": "tiny", "eval_dataset": "tiny", "split": "test", "strategy": strategy,
-                     "eval_sentences": len(records), "negatives_ratio": 1.0})
+                     "eval_sentences": len(records), "negatives_ratio": 1.0, "empty_answer_threshold": threshold})
     (run_dir / "results.json").write_text(json.dumps(rows))
 
 
@@ -81,5 +81,8 @@ def test_runs_with_other_settings_or_a_repeated_seed_are_refused(tmp_path, corpu
     result = run(corpus, tmp_path / "out", [tmp_path / "a", tmp_path / "b"])
     assert result.returncode == 1
     assert f"{tmp_path / 'b'} trained tiny hybrid with learning_rate=0.0001, {tmp_path / 'a'} with learning_rate=0.0005" in result.stderr
+    write_run(tmp_path / "d", fixture_records, {"hybrid": 1}, seed=1, threshold=0.9)
+    result = run(corpus, tmp_path / "out", [tmp_path / "a", tmp_path / "d"])
+    assert result.returncode == 1 and "with empty_answer_threshold=0.9" in result.stderr
     result = run(corpus, tmp_path / "out", [tmp_path / "a", tmp_path / "c"])
     assert result.returncode == 1 and f"hybrid with seed 0 on tiny/tiny/test is in both {tmp_path / 'a'} and {tmp_path / 'c'}" in result.stderr

@@ -55,6 +55,7 @@ def test_run_experiments_trains_and_scores_each_strategy_without_spacy(tmp_path,
         assert row["positive_sentences"] == len(positives)
         assert row["silent_on_positive"] == sum(1 for index in positives if not answers[index]["entities"])
         assert row["negative_sentences"] == len(fixture_records) - len(positives)
+        assert row["empty_answer_threshold"] is None
         assert row["silent_on_negative"] == sum(1 for index, r in enumerate(fixture_records) if not r.entities and not answers[index]["entities"])
     comparisons = json.loads((out / "comparisons.json").read_text())
     claims = [("hybrid", "full"), ("hybrid", "random"), ("random", "full")]
