@@ -54,11 +54,11 @@ def list_opening(tokenizer: "PreTrainedTokenizerBase") -> ListOpening:
 def empty_answer_probabilities(
     model: "PreTrainedModel",
     tokenizer: "PreTrainedTokenizerBase",
-    prompts: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
     batch_size: int = 64,
     prefix: Optional[Tuple[Sequence[int], object]] = None,
 ) -> List[float]:
-    """For each prompt, the probability that its answer closes at once (`]` right after `[`).
+    """For each encoded prompt (`encode_prompts`), the probability that its answer closes at once (`]` right after `[`).
 
     prefix: token ids every prompt starts with and their cached key/value states (batch size 1),
     so that only the rest of each prompt is run; prompts are batched by length.
@@ -69,7 +69,7 @@ def empty_answer_probabilities(
     from .static_decode import last_token_logits, prefill_inputs
 
     opening = list_opening(tokenizer)
-    token_ids = [ids + opening.shared for ids in encode_prompts(tokenizer, prompts)]
+    token_ids = [list(ids) + opening.shared for ids in prompt_ids]
     prefix_ids, prefix_cache = prefix if prefix is not None else ((), None)
     if any(ids[: len(prefix_ids)] != list(prefix_ids) for ids in token_ids):
         raise ValueError(Errors.E010.format(name="prefix", value=list(prefix_ids)[:8], reason="every prompt must start with it"))

@@ -271,11 +271,11 @@ class Generator:
         started = time.perf_counter()
         opening = list_opening(self.tokenizer)
         silent = [index for index, raw in enumerate(raws) if raw.strip() == EMPTY_ANSWER]
-        silent_prompts = [prompts[i] for i in silent]
+        silent_ids = encode_prompts(self.tokenizer, [prompts[i] for i in silent])
         with torch.inference_mode(), attention_kernels():
-            prefix = self._shared_prefix([ids + opening.shared for ids in encode_prompts(self.tokenizer, silent_prompts)])
+            prefix = self._shared_prefix([ids + opening.shared for ids in silent_ids])
             probabilities = empty_answer_probabilities(
-                self.model, self.tokenizer, silent_prompts, self.batch_size, (prefix.token_ids, prefix.past_key_values) if prefix else None
+                self.model, self.tokenizer, silent_ids, self.batch_size, (prefix.token_ids, prefix.past_key_values) if prefix else None
             )
         unsure = [index for index, probability in zip(silent, probabilities) if probability < self.empty_answer_threshold]
         self.times.gate_seconds += time.perf_counter() - started

@@ -40,7 +40,7 @@ def test_empty_answer_probability_is_the_next_token_probability_after_the_shared
 
     model, tokenizer = load_model(str(torn_model_dir), device="cpu")
     prompts = [build_prompt(r.text, LABELS) for r in fixture_records]
-    batched = empty_answer_probabilities(model, tokenizer, prompts, batch_size=3)
+    batched = empty_answer_probabilities(model, tokenizer, encode_prompts(tokenizer, prompts), batch_size=3)
     opening = list_opening(tokenizer)
     with torch.inference_mode():
         for prompt, probability in zip(prompts, batched):
@@ -51,10 +51,10 @@ def test_empty_answer_probability_is_the_next_token_probability_after_the_shared
     with torch.inference_mode():
         prefix_cache = DynamicCache(config=model.config)
         model(input_ids=torch.tensor([prefix_ids]), use_cache=True, **{cache_keyword(model): prefix_cache})
-    after_prefix = empty_answer_probabilities(model, tokenizer, prompts, batch_size=2, prefix=(prefix_ids, prefix_cache))
+    after_prefix = empty_answer_probabilities(model, tokenizer, encode_prompts(tokenizer, prompts), batch_size=2, prefix=(prefix_ids, prefix_cache))
     assert after_prefix == pytest.approx(batched, abs=1e-4)
     with pytest.raises(ValueError, match="prefix"):
-        empty_answer_probabilities(model, tokenizer, prompts, prefix=([prefix_ids[0] + 1], prefix_cache))
+        empty_answer_probabilities(model, tokenizer, encode_prompts(tokenizer, prompts), prefix=([prefix_ids[0] + 1], prefix_cache))
     assert 0.3 < batched[0] < 0.95  # fitted to close at once two times in three
     for record, probability in zip(fixture_records[1:], batched[1:]):
         assert probability < 0.1 if record.entities else probability > 0.95
