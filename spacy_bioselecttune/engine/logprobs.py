@@ -4,6 +4,8 @@ The output layer is applied only at the positions that predict answer tokens, a 
 time, so logits over the whole vocabulary for whole sequences never exist (a 262k-token
 vocabulary would not fit otherwise). When every sequence of a batch starts with the same tokens
 (the instruction), their key/value states can be computed once and reused (`PrefixCache`).
+The answer positions are found on the host and batches reach a GPU by non-blocking copies, so
+computing a loss never makes the host wait for the device (it can queue the next kernels).
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def prefix_cache(model, token_ids: Sequence[int]) -> PrefixCache:
     from transformers import DynamicCache
 
     decoder = unwrapped_model(model).get_decoder()
-    input_ids = torch.tensor([list(token_ids)], device=_device(model))
+    input_ids = to_device(torch.tensor([list(token_ids)]), _device(model))
     states = DynamicCache(config=decoder.config)
     decoder(input_ids=input_ids, use_cache=True, **{cache_keyword(decoder): states})
     return PrefixCache(tuple(token_ids), states)
@@ -122,22 +124,27 @@ def answer_token_loss_sums(
     """Sum the cross-entropy of each example's answer tokens, given everything before them.
 
     model: a causal LM, plain or wrapped by PEFT.
-    batch: the output of `collate`, on any device (it is moved to the model's); with `prefix`,
-        collated with `prefix_length=len(prefix)`.
+    batch: the output of `collate`, left on the host (it is copied to the model's device; its
+        answer positions are read on the host); with `prefix`, collated with `prefix_length=len(prefix)`.
     prefix: the cached states of the tokens every example starts with.
     """
     import torch
 
     base = unwrapped_model(model)
     device = _device(model)
-    input_ids = batch["input_ids"].to(device)
-    attention_mask = batch["attention_mask"].to(device)
-    target_mask = batch["answer_mask"].to(device)[:, 1:]
+    rows, width = batch["input_ids"].shape
+    # each answer token is predicted by the hidden state one position before it
+    target_mask = batch["answer_mask"][:, 1:].cpu()
+    target_rows, target_columns = target_mask.nonzero(as_tuple=True)
+    hidden_index = to_device(target_rows * width + target_columns, device)
+    target_rows = to_device(target_rows, device)
+    counts = to_device(target_mask.sum(dim=1), device)
+    input_ids = to_device(batch["input_ids"], device)
+    attention_mask = to_device(batch["attention_mask"], device)
     decoder = base.get_decoder()
     if prefix is None:
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     else:
-        rows, width = input_ids.shape
         prefix_mask = attention_mask.new_ones((rows, len(prefix)))
         positions = torch.arange(len(prefix), len(prefix) + width, device=device).expand(rows, width)
         hidden = decoder(
@@ -147,12 +154,10 @@ def answer_token_loss_sums(
             use_cache=True,
             **{cache_keyword(decoder): prefix.expanded(rows)},
         ).last_hidden_state
-    predicting = hidden[:, :-1][target_mask]
-    targets = input_ids[:, 1:][target_mask]
-    rows = torch.arange(input_ids.shape[0], device=device).unsqueeze(1).expand_as(target_mask)[target_mask]
+    predicting = hidden.reshape(rows * width, -1).index_select(0, hidden_index)
+    targets = input_ids.reshape(-1).index_select(0, hidden_index + 1)
     token_losses = _token_cross_entropy(base, predicting, targets)
-    sums = torch.zeros(input_ids.shape[0], dtype=token_losses.dtype, device=device).index_add(0, rows, token_losses)
-    counts = target_mask.sum(dim=1)
+    sums = torch.zeros(rows, dtype=token_losses.dtype, device=device).index_add(0, target_rows, token_losses)
     return AnswerLossSums(sums, counts)
 
 
@@ -166,6 +171,13 @@ def answer_token_losses(
 def unwrapped_model(model):
     """The transformers model under a PEFT wrapper, or `model` itself."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def to_device(tensor: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
+    """`tensor` on `device`; from the host to a GPU through pinned memory, without waiting for the copy."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _device(model) -> "torch.device":

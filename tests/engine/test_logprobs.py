@@ -33,15 +33,17 @@ def _reference_losses(model, examples):
     """Per-example mean answer-token loss from full logits, one example at a time."""
     import torch
 
-    losses = []
-    for example in examples:
-        ids = torch.tensor([example.input_ids])
-        logits = model(input_ids=ids).logits[0, :-1]
-        start = max(example.answer_start, 1)
-        targets = ids[0, start:]
-        token_losses = torch.nn.functional.cross_entropy(logits[start - 1 :], targets, reduction="none")
-        losses.append(token_losses.mean())
-    return torch.stack(losses)
+    return torch.stack([_reference_token_losses(model, example).mean() for example in examples])
+
+
+def _reference_token_losses(model, example):
+    """One example's answer-token losses from its full logits."""
+    import torch
+
+    ids = torch.tensor([example.input_ids])
+    logits = model(input_ids=ids).logits[0, :-1]
+    start = max(example.answer_start, 1)
+    return torch.nn.functional.cross_entropy(logits[start - 1 :], ids[0, start:], reduction="none")
 
 
 @pytest.mark.parametrize("with_prompt", [True, False])
@@ -55,6 +57,27 @@ def test_answer_token_losses_match_full_logits(model_and_tokenizer, fixture_reco
         expected = _reference_losses(model, examples)
     assert losses.shape == (len(examples),)
     assert torch.allclose(losses, expected, atol=1e-5)
+
+
+def test_answer_token_gradients_match_full_logits(tiny_model_dir, fixture_records):
+    import torch
+
+    from spacy_bioselecttune.engine.loading import load_model
+
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu", trainable=True)
+    examples = _examples(tokenizer, fixture_records)
+    gradients = []
+    for loss_of in (
+        lambda: answer_token_loss_sums(model, collate(examples, tokenizer.pad_token_id)).token_mean(),
+        lambda: torch.cat([_reference_token_losses(model, example) for example in examples]).mean(),
+    ):
+        model.zero_grad()
+        loss_of().backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    indexed, reference = gradients
+    assert indexed.keys() == reference.keys() and len(indexed) > 0
+    for name, gradient in reference.items():
+        assert torch.allclose(indexed[name], gradient, atol=1e-6, rtol=1e-4), name
 
 
 def test_collate_masks(model_and_tokenizer, fixture_records):

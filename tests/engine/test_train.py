@@ -324,3 +324,28 @@ def test_compiled_training_matches_eager_training(tmp_path, train_jsonl, tiny_mo
     expected, found = adapter_weights(eager), adapter_weights(compiled)
     assert expected.keys() == found.keys()
     assert all(torch.allclose(expected[k], found[k], rtol=1e-3, atol=1e-5) for k in expected)
+
+
+@pytest.mark.gpu
+def test_training_steps_wait_for_the_gpu_no_more_often_as_steps_grow(tmp_path, train_jsonl, tiny_model_dir):
+    """Reading a GPU value or copying from pageable memory stalls the host; a step should do neither."""
+    import warnings
+
+    import torch
+
+    def waits_in_this_package(steps: int):
+        cfg = tiny_config(tiny_model_dir, max_steps=steps, log_every=1000, batch_size=2)
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                train_adapter(cfg, train_jsonl, tmp_path / f"steps-{steps}", device="cuda")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sorted(
+            f"{Path(w.filename).name}:{w.lineno}"
+            for w in caught
+            if "synchroniz" in str(w.message) and "spacy_bioselecttune" in w.filename
+        )
+
+    assert waits_in_this_package(8) == waits_in_this_package(4)
