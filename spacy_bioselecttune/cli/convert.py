@@ -5,7 +5,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NoReturn, Optional, Sequence
+from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import typer
 from tqdm import tqdm
@@ -15,6 +15,7 @@ from ..engine.corpora import (
     FORMATS,
     LEVELS,
     ConversionReport,
+    Document,
     document_records,
     get_dataset,
     parse_label_map,
@@ -96,7 +97,7 @@ def convert(
         for record in document_records(document, level):
             report.add_record(record)
             records.append(record)
-            docbin.add(record_to_doc(nlp, record, doc_conversion))
+            docbin.add(record_to_doc(nlp, record, doc_conversion, record_sentences(document, record, level)))
     prompt_labels = list(labels) if labels else sorted(report.mentions)
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-{split}"
@@ -119,6 +120,11 @@ def convert(
     report_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
     warn_exclusions(report)
     return ConvertedSplit(docbin_path, jsonl_path, report_path, report)
+
+
+def record_sentences(document: Document, record: Record, level: str) -> Optional[Sequence[Tuple[int, int]]]:
+    """A record's sentences, for its Doc: itself at sentence level; at document level, the source's, if it gives them."""
+    return [(0, len(record.text))] if level == "sentence" else document.sentences
 
 
 def convert_dataset(

@@ -89,6 +89,9 @@ def load_pipeline(
     return nlp
 
 
+SENTENCE_UNITS = {"gold": "the gold docs' own", "pipeline": "split by the pipeline"}
+
+
 def metrics_table(metrics: Dict[str, Any]) -> str:
     """A Markdown table of P/R/F1 per label and overall, followed by the counts."""
     rows = ["| Label | Precision | Recall | F1 |", "|---|---:|---:|---:|"]
@@ -98,7 +101,7 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
     rows.append("| **overall** | {:.4f} | {:.4f} | {:.4f} |".format(*overall))
     counts = [
         ("Documents", metrics["docs"]),
-        ("Sentences", metrics["sentences"]),
+        ("Sentences", f"{metrics['sentences']} ({SENTENCE_UNITS[metrics.get('sentence_units', 'pipeline')]})"),
         ("Prompts (sentences x label lists)", metrics["prompts"]),
         ("Unparsable answers", metrics["parse_failures"]),
         ("Dropped names (not in the text)", metrics["dropped_names"]),
@@ -202,6 +205,7 @@ def evaluate(
     batch_size: int = PIPE_BATCH_SIZE,
     show_progress: bool = False,
     warm_up: int = 0,
+    gold_sentences: bool = True,
 ) -> EvaluationRun:
     """Run `nlp` on fresh copies of the gold docs' words and score its entities against the gold.
 
@@ -209,6 +213,9 @@ def evaluate(
     The rates count annotation alone: pipes with a `load` method load their weights first, and
     with `warm_up` the `warm_up` longest docs are annotated once before the clock starts (this
     builds, compiles and captures static decoders); its seconds are reported apart.
+    gold_sentences: the copies keep the gold docs' sentence starts where they have them (the
+        corpus's own sentences, as the converted corpora hold), so those are what is prompted;
+        False leaves the sentences to the pipeline. `metrics["sentence_units"]` says which.
     """
     from spacy.scorer import Scorer
     from spacy.tokens import Doc, DocBin
@@ -221,8 +228,12 @@ def evaluate(
         raise ValueError(Errors.E304.format(names=nlp.pipe_names))
     gold_docs = list(DocBin().from_disk(gold_path).get_docs(nlp.vocab))[: limit or None]
 
+    keep_sentences = gold_sentences and any(doc.has_annotation("SENT_START") for doc in gold_docs)
+
     def fresh(docs: Sequence["Doc"]) -> Iterator["Doc"]:
-        return (Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in docs)
+        for doc in docs:
+            starts = [bool(t.is_sent_start) for t in doc] if keep_sentences and doc.has_annotation("SENT_START") else None
+            yield Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc], sent_starts=starts)
 
     for _, pipe in nlp.pipeline:
         if callable(getattr(pipe, "load", None)):
@@ -242,6 +253,7 @@ def evaluate(
         words=sum(len(doc) for doc in gold_docs),
         seconds=seconds,
         warm_up_docs=min(warm_up, len(gold_docs)),
+        sentence_units="gold" if keep_sentences else "pipeline",
         warm_up_seconds=warm_up_seconds,
     )
     phases = _generation_phases(nlp)
@@ -277,11 +289,13 @@ def evaluate_cli(
     decoding: Optional[str] = Opt(None, "--decoding", help="auto (default: static-continuous on CUDA, continuous elsewhere), dynamic, continuous, static, compiled, static-continuous or compiled-continuous"),
     empty_answer_threshold: Optional[float] = Opt(None, "--empty-answer-threshold", help="Keep an answer [] only where the model gives it at least this probability; generate the others again as lists (default: plain greedy answers)"),
     warm_up: int = Opt(0, "--warm-up", help="Annotate the N longest docs once before the clock starts (e.g. the model batch size, for compiled decoding)"),
+    gold_sentences: bool = Opt(True, "--gold-sentences/--own-sentences", help="Prompt the gold docs' sentences where the DocBin marks them (converted corpora do), or let the pipeline split the text itself"),
 ) -> None:
     """Strict entity P/R/F1 overall and per label, parse failures, dropped names and speed."""
     nlp = load_pipeline(model, adapter=adapter, base_model=base_model, labels=split_labels(labels), device=device,
                         batch_size=model_batch_size, prompts=prompts, dtype=dtype, decoding=decoding,
                         empty_answer_threshold=empty_answer_threshold)
-    run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True, warm_up=warm_up)
+    run = evaluate(nlp, gold_path, output_dir, limit=limit, batch_size=batch_size, show_progress=True, warm_up=warm_up,
+                   gold_sentences=gold_sentences)
     typer.echo(run.metrics_md.read_text(encoding="utf8"))
     typer.echo(f"Wrote {run.metrics_json}, {run.metrics_md}, {run.plot} and {run.errors_jsonl}")

@@ -1,12 +1,15 @@
 """Records to spaCy Docs and back, with gold entities at exact character offsets.
 
 Tokens are split wherever an entity boundary falls inside one, so every entity maps to a
-strict `char_span`; the splits are counted. `Doc.text` always equals `Record.text`.
+strict `char_span`; the splits are counted. `Doc.text` always equals `Record.text`. Where the
+source corpus gives the sentences, they become the Doc's sentence starts, so that
+`bioselecttune_ner` prompts the corpus's own sentences.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator, List, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
@@ -47,14 +50,26 @@ def _words_and_spaces(nlp: Language, text: str, cuts: Iterable[int]) -> Tuple[Li
     return words, spaces, splits
 
 
-def record_to_doc(nlp: Language, record: Record, conversion: DocConversion | None = None) -> Doc:
+def record_to_doc(
+    nlp: Language,
+    record: Record,
+    conversion: DocConversion | None = None,
+    sentences: Optional[Sequence[Tuple[int, int]]] = None,
+) -> Doc:
     """A Doc with the record's text and its entities as `doc.ents` at the same offsets.
 
     `doc.user_data` holds `id`, `doc_id` and `sent_start` (the record's offset in its document).
+    sentences: the record's sentences as (start, end) offsets, where its source gives them; they
+        become the Doc's sentence starts (tokens are split where one starts inside a token).
     """
-    cuts = [offset for ent in record.entities for offset in (ent.start, ent.end)]
+    sentence_starts = {start for start, _ in sentences or ()}
+    cuts = [offset for ent in record.entities for offset in (ent.start, ent.end)] + sorted(sentence_starts)
     words, spaces, splits = _words_and_spaces(nlp, record.text, cuts)
-    doc = Doc(nlp.vocab, words=words, spaces=spaces)
+    starts = None
+    if sentences is not None:
+        offsets = itertools.accumulate([len(w) + s for w, s in zip(words, spaces)], initial=0)
+        starts = [offset in sentence_starts or offset == 0 for offset, _ in zip(offsets, words)]
+    doc = Doc(nlp.vocab, words=words, spaces=spaces, sent_starts=starts)
     if doc.text != record.text:
         raise ValueError(Errors.E215.format(record_id=record.id, problem=f"{record.text!r} became {doc.text!r}"))
     spans = []
@@ -89,8 +104,8 @@ def source_offsets(doc: Doc) -> List[Entity]:
 
 
 def new_docbin() -> DocBin:
-    """An empty DocBin that keeps the text, the entities and `user_data`."""
-    return DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], store_user_data=True)
+    """An empty DocBin that keeps the text, the entities, the sentence starts and `user_data`."""
+    return DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE", "SENT_START"], store_user_data=True)
 
 
 def records_to_docbin(nlp: Language, records: Iterable[Record], conversion: DocConversion | None = None) -> DocBin:

@@ -40,6 +40,7 @@ def test_convert_writes_docbin_jsonl_and_report(tmp_path):
         assert line["positive"] is bool(line["entities"])
         assert line["labels"] == ["Chemical", "Disease"]
     assert any(not line["positive"] for line in lines)
+    assert all(len(list(doc.sents)) == 1 for doc in docs)  # each record is one sentence: the unit to prompt
     report = json.loads(result.report_path.read_text())
     assert report["documents"] == 2 and report["records"] == len(lines)
     assert report["rules"]["duplicate_document"]["count"] == 1

@@ -167,6 +167,23 @@ def test_evaluate_cli_hands_the_empty_answer_threshold_to_the_generator(scripted
     assert CliRunner().invoke(app, args).exit_code != 0
 
 
+def test_evaluate_prompts_the_gold_docs_sentences_where_they_are_marked(scripted, fixture_records, tmp_path):
+    nlp = spacy.blank("en")
+    joined = nlp(" ".join(r.text for r in fixture_records[:2]))
+    joined[0].is_sent_start = True
+    for token in joined[1:]:
+        token.is_sent_start = False
+    path = tmp_path / "one-sentence.spacy"
+    DocBin(docs=[joined], attrs=["ORTH", "SENT_START"]).to_disk(path)
+    pipeline = load_pipeline(CONFIG, base_model="/not/loaded", labels=["Disease", "Chemical"])
+    gold = evaluate(pipeline, path, tmp_path / "gold").metrics
+    assert gold["sentence_units"] == "gold" and gold["sentences"] == 1
+    assert gold["parse_failures"] == 1  # the scripted model knows the two sentences, not the joined one
+    own = evaluate(pipeline, path, tmp_path / "own", gold_sentences=False).metrics
+    assert own["sentence_units"] == "pipeline" and own["sentences"] == 2 and own["parse_failures"] == 0
+    assert "| Sentences | 1 (the gold docs' own) |" in (tmp_path / "gold" / "metrics.md").read_text()
+
+
 def test_evaluate_load_pipeline_errors(tmp_path):
     (tmp_path / "pipeline").mkdir()
     spacy.blank("en").to_disk(tmp_path / "pipeline")

@@ -68,6 +68,21 @@ def test_any_non_whitespace_span_survives_the_round_trip(text, data):
     assert doc_to_record(record_to_doc(nlp, record)) == record
 
 
+def test_given_sentences_become_sentence_starts_that_survive_the_docbin(nlp):
+    record = Record("a/0", "Aspirin helps.It  works. Yes", (Entity(0, 7, "Chemical"),))
+    doc = record_to_doc(nlp, record, sentences=[(0, 14), (14, 24), (25, 28)])
+    assert [sent.text for sent in doc.sents] == ["Aspirin helps.", "It  works.", "Yes"]  # "helps.It" split at the start
+    docbin = records_to_docbin(nlp, [])
+    docbin.add(doc)
+    docbin.add(record_to_doc(nlp, Record("a/1", "One. Two.", ()), sentences=[(0, 9)]))
+    docbin.add(record_to_doc(nlp, record))
+    restored = list(type(docbin)().from_bytes(docbin.to_bytes()).get_docs(nlp.vocab))
+    assert [sent.text for sent in restored[0].sents] == ["Aspirin helps.", "It  works.", "Yes"]
+    assert [sent.text for sent in restored[1].sents] == ["One. Two."]
+    assert not restored[2].has_annotation("SENT_START")  # no sentences given: left to the pipeline
+    assert doc_to_record(restored[0]) == record
+
+
 def test_docbin_round_trip(nlp):
     records = [
         Record("a/0", "Cisplatin caused nephrotoxicity.", (Entity(0, 9, "Chemical"), Entity(17, 31, "Disease"))),
