@@ -83,3 +83,12 @@ def test_convert_dataset_ncbi_disease_reproduces_the_verified_counts(tmp_path):
     lines = read_jsonl(tmp_path / "ncbi-disease-test.jsonl")
     assert len(lines) == 940 and sum(len(line["entities"]) for line in lines) == 960
     assert lines[0]["id"] == "ncbi-disease/test/000000"
+
+
+def test_document_level_docs_keep_the_sources_sentences(tmp_path):
+    result = convert("iob", FIXTURES / "small.iob.tsv", tmp_path, "mini", "test", level="document")
+    docs = list(DocBin().from_disk(result.docbin).get_docs(spacy.blank("en").vocab))
+    assert [[sent.text for sent in doc.sents] for doc in docs] == [
+        ["Famotidine causes acute delirium .", "No entities here ."],
+        ["IL-2 gene expression and NF-kappa B activation"],
+    ]
