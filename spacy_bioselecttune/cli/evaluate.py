@@ -101,7 +101,7 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
     rows.append("| **overall** | {:.4f} | {:.4f} | {:.4f} |".format(*overall))
     counts = [
         ("Documents", metrics["docs"]),
-        ("Sentences", f"{metrics['sentences']} ({SENTENCE_UNITS[metrics.get('sentence_units', 'pipeline')]})"),
+        ("Sentences", f"{metrics['sentences']} ({SENTENCE_UNITS[metrics['sentence_units']]})"),
         ("Prompts (sentences x label lists)", metrics["prompts"]),
         ("Unparsable answers", metrics["parse_failures"]),
         ("Dropped names (not in the text)", metrics["dropped_names"]),
